@@ -1,0 +1,1 @@
+"""herald's stream processors: they move data; decisions live in pure modules."""

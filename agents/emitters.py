@@ -1,0 +1,68 @@
+"""Producing status events and dead letters, the two outputs every agent shares."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from faust.types import Message
+
+from app.context import Herald
+from schemas.parsing import now_iso
+from schemas.records import DeadLetter, Delivery, DeliveryEvent, Notification
+
+logger = logging.getLogger("herald.agents")
+
+
+def notification_columns(notification: Notification) -> dict[str, Any]:
+    """The ``notifications`` row columns a status event carries for the recorder."""
+    return {
+        "id": notification.id, "user_id": notification.user_id,
+        "category": notification.category, "priority": notification.priority,
+        "title": notification.title, "body": notification.body,
+        "data": notification.data, "created_at": notification.created_at,
+    }
+
+
+async def emit_status(
+    herald: Herald, notification_id: str, channel: str, status: str, *,
+    user_id: str | None = None, reason: str | None = None, error: str | None = None,
+    attempts: int = 0, provider_message_id: str | None = None,
+    notification: Notification | None = None,
+) -> None:
+    """Produce one status change to ``delivery-events``, keyed by notification id."""
+    event = DeliveryEvent(
+        notification_id=notification_id, channel=channel, status=status, at=now_iso(),
+        user_id=user_id, reason=reason, error=error, attempts=attempts,
+        provider_message_id=provider_message_id,
+        notification=notification_columns(notification) if notification else None,
+    )
+    await herald.topics.delivery_events.send(key=notification_id, value=event)
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return value.decode("utf-8", errors="backslashreplace")
+
+
+def _headers(headers: Any) -> dict[str, str]:
+    pairs = headers.items() if isinstance(headers, Mapping) else (headers or [])
+    return {str(name): _text(value) or "" for name, value in pairs}
+
+
+async def dead_letter(
+    herald: Herald, message: Message, reason: str, *, error: str | None = None,
+    delivery: Delivery | None = None, attempts: int = 0,
+) -> None:
+    """Produce the record ``message`` to ``deliveries.dlq`` with why it was given up."""
+    key = _text(message.key)
+    logger.warning("dead-lettering %s[%s]@%s: %s: %s", message.topic, message.partition,
+                   message.offset, reason, error)
+    letter = DeadLetter(
+        reason=reason, error=error, topic=message.topic, at=now_iso(),
+        partition=message.partition, offset=message.offset, key=key,
+        payload=_text(message.value), headers=_headers(message.headers), attempts=attempts,
+        delivery=delivery.asdict() if delivery is not None else None,
+    )
+    await herald.topics.dlq.send(key=key, value=letter)

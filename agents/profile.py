@@ -1,0 +1,45 @@
+"""The profile agent: applies ``user-updates`` to the contacts and preferences tables."""
+
+from __future__ import annotations
+
+import logging
+
+from faust.types import EventT, StreamT
+
+from agents.emitters import dead_letter
+from agents.placement import forward_if_misplaced
+from app.context import Herald
+from app.errors import InvalidEvent
+from schemas.parsing import parse_user_update
+from tables.profile import apply_contacts, apply_preferences
+
+logger = logging.getLogger("herald.agents.profile")
+
+
+def register(herald: Herald) -> None:
+    """Declare the profile agent on the app."""
+
+    @herald.app.agent(herald.topics.user_updates, name="profile")
+    async def profile(stream: StreamT) -> None:
+        async for event in stream.events():
+            try:
+                await apply_update(herald, event)
+            except Exception as exc:  # noqa: BLE001 - an escaped exception is a lost message
+                logger.exception("profile update failed on %s", event.message.tp)
+                await dead_letter(herald, event.message, "profile error", error=repr(exc))
+
+
+async def apply_update(herald: Herald, event: EventT) -> None:
+    """Apply one ``user-updates`` record."""
+    try:
+        update = parse_user_update(event.message.value)
+    except InvalidEvent as exc:
+        await dead_letter(herald, event.message, "invalid user update", error=str(exc))
+        return
+    if await forward_if_misplaced(herald, herald.topics.user_updates, event, update.user_id):
+        return
+    tables = herald.tables
+    tables.contacts[update.user_id] = apply_contacts(tables.contacts.get(update.user_id), update)
+    preferences = apply_preferences(tables.preferences.get(update.user_id), update)
+    if preferences is not None:
+        tables.preferences[update.user_id] = preferences

@@ -1,0 +1,175 @@
+"""The ``herald`` command line: worker, send, dev stack and database commands.
+
+Bad arguments exit 2 with a one-line error (click's behaviour); a setting or
+service that cannot be reached exits 1 with a message naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from app.settings import Settings, SettingsError, kafka_bootstrap_from_env, redact
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"herald: {message}", err=True)
+    sys.exit(1)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        _fail(str(exc))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """herald: reliable, real-time, multi-channel notification delivery."""
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--loglevel", "-l", default=None, help="Log level (default: HERALD_LOG_LEVEL).")
+def worker(loglevel: str | None) -> None:
+    """Run one herald worker (Faust agents and the web server)."""
+    from faust.worker import Worker
+
+    from app.factory import create_herald
+
+    settings = _settings()
+    herald = create_herald(settings)
+    Worker(herald.app, loglevel=loglevel or settings.log_level).execute_from_commandline()
+
+
+def _notification_from(options: dict[str, Any], file: str | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {}
+    if file:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+        try:
+            payload = json.loads(text)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--file") from exc
+        if not isinstance(payload, dict):
+            raise click.BadParameter("expected a JSON object", param_hint="--file")
+    for name, value in options.items():
+        if value not in (None, ()):
+            payload[name] = list(value) if isinstance(value, tuple) else value
+    if not payload.get("user_id"):
+        raise click.UsageError("a user is required: --user or user_id in --file")
+    return payload
+
+
+@main.command()
+@click.option("--user", "user_id", help="Recipient user id (the record key).")
+@click.option("--title")
+@click.option("--body")
+@click.option("--category")
+@click.option("--priority", type=click.Choice(["critical", "high", "normal", "low"]))
+@click.option("--channel", "channels", multiple=True,
+              type=click.Choice(["push", "email", "sms", "inapp"]), help="Repeatable.")
+@click.option("--idempotency-key")
+@click.option("--template")
+@click.option("--data", "data_json", help="Template data as a JSON object.")
+@click.option("--file", "file", help="A JSON notification (or - for stdin); flags override it.")
+def send(file: str | None, data_json: str | None, **options: Any) -> None:
+    """Produce one notification to the ``notifications`` topic."""
+    if data_json:
+        try:
+            options["data"] = json.loads(data_json)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from exc
+    payload = _notification_from(options, file)
+    try:
+        bootstrap = kafka_bootstrap_from_env(os.environ)
+    except SettingsError as exc:
+        _fail(str(exc))
+    from app.producing import produce_json
+
+    try:
+        partition, offset = asyncio.run(
+            produce_json(bootstrap, "notifications", payload["user_id"], payload)
+        )
+    except Exception as exc:  # noqa: BLE001 - reported in one line, not a traceback
+        _fail(f"could not produce to Kafka at {bootstrap}: {exc}")
+    click.echo(f"sent to notifications[{partition}]@{offset} for {payload['user_id']}")
+
+
+@main.group()
+def dev() -> None:
+    """The local stack: Kafka (KRaft) and PostgreSQL under .local/, no Docker."""
+
+
+def _stack(directory: str | None, kafka_port: int | None, pg_port: int | None) -> Any:
+    from app.devstack import DevStack
+
+    return DevStack.configure(directory=directory, kafka_port=kafka_port, pg_port=pg_port)
+
+
+_dir_option = click.option("--dir", "directory", default=None,
+                           help="Where the stack lives (default .local, or HERALD_DEV_DIR).")
+_kafka_port_option = click.option("--kafka-port", type=int, default=None,
+                                  help="Kafka port (default 9092, or HERALD_DEV_KAFKA_PORT).")
+_pg_port_option = click.option("--pg-port", type=int, default=None,
+                               help="PostgreSQL port (default 5432, or HERALD_DEV_PG_PORT).")
+
+
+@dev.command("up")
+@_dir_option
+@_kafka_port_option
+@_pg_port_option
+@click.option("--fresh", is_flag=True, help="Delete the stack's data first.")
+def dev_up(directory: str | None, kafka_port: int | None, pg_port: int | None,
+           fresh: bool) -> None:
+    """Start Kafka and PostgreSQL in the background (reuses what already runs)."""
+    from app.devstack import StackError
+
+    stack = _stack(directory, kafka_port, pg_port)
+    try:
+        stack.up(fresh=fresh, echo=click.echo)
+    except StackError as exc:
+        _fail(str(exc))
+    click.echo(f"settings written to {stack.env_file} (source it in any shell)")
+
+
+@dev.command("down")
+@_dir_option
+def dev_down(directory: str | None) -> None:
+    """Stop the local Kafka and PostgreSQL."""
+    _stack(directory, None, None).down(echo=click.echo)
+
+
+@dev.command("status")
+@_dir_option
+def dev_status(directory: str | None) -> None:
+    """Say whether the local Kafka and PostgreSQL run; exit 1 if either does not."""
+    if not _stack(directory, None, None).status(echo=click.echo):
+        sys.exit(1)
+
+
+@main.group()
+def db() -> None:
+    """PostgreSQL schema commands."""
+
+
+@db.command("migrate")
+def db_migrate() -> None:
+    """Apply pending migrations (safe to run twice)."""
+    from app.store import migrate_url
+
+    settings = _settings()
+    try:
+        applied = asyncio.run(migrate_url(settings.database_url))
+    except (OSError, ConnectionError) as exc:
+        _fail(f"could not reach PostgreSQL at {redact(settings.database_url)}: {exc}")
+    click.echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""herald's settings: one frozen object built from ``HERALD_*`` environment variables.
+
+Built once at start-up with :meth:`Settings.from_env`; a missing or malformed
+value raises :class:`SettingsError` naming the variable, so a worker never
+starts half-configured. Nothing else in herald reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, TypeVar
+
+PREFIX = "HERALD_"
+STORES = ("rocksdb", "memory")
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _bootstrap(raw: str) -> str:
+    servers = [part.strip() for part in raw.split(",") if part.strip()]
+    if not servers:
+        raise ValueError("expected host:port[,host:port...]")
+    for server in servers:
+        host, sep, port = server.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"{server!r} is not host:port")
+    return ",".join(servers)
+
+
+def _database_url(raw: str) -> str:
+    if not raw.startswith(("postgresql://", "postgres://")):
+        raise ValueError("expected postgresql://user:password@host:port/database")
+    return raw
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 < value < 65536:
+        raise ValueError("must be a TCP port (1-65535)")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if value < 0:
+        raise ValueError("must be zero or more")
+    return value
+
+
+def _store(raw: str) -> str:
+    if raw not in STORES:
+        raise ValueError(f"must be one of {', '.join(STORES)}")
+    return raw
+
+
+def _read(
+    env: Mapping[str, str], name: str, parse: Callable[[str], T], default: str | None = None
+) -> T:
+    variable = PREFIX + name
+    raw = env.get(variable, default)
+    if raw is None or raw == "":
+        raise SettingsError(f"{variable} is required but not set")
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{variable}={raw!r} is invalid: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a herald process needs to know, read once at start-up."""
+
+    kafka_bootstrap: str
+    database_url: str
+    app_id: str = "herald"
+    partitions: int = 8
+    replication_factor: int = 1
+    web_port: int = 6066
+    web_bind: str = "127.0.0.1"
+    data_dir: Path = Path(".local/data/worker")
+    store: str = "rocksdb"
+    dedup_window_seconds: float = 24 * 3600.0
+    profile_grace_seconds: float = 2.0
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Build settings from ``env`` (the process environment by default)."""
+        env = os.environ if env is None else env
+        return cls(
+            kafka_bootstrap=_read(env, "KAFKA_BOOTSTRAP", _bootstrap),
+            database_url=_read(env, "DATABASE_URL", _database_url),
+            app_id=_read(env, "APP_ID", str, "herald"),
+            partitions=_read(env, "PARTITIONS", _positive_int, "8"),
+            replication_factor=_read(env, "REPLICATION_FACTOR", _positive_int, "1"),
+            web_port=_read(env, "WEB_PORT", _port, "6066"),
+            web_bind=_read(env, "WEB_BIND", str, "127.0.0.1"),
+            data_dir=_read(env, "DATA_DIR", Path, ".local/data/worker"),
+            store=_read(env, "STORE", _store, "rocksdb"),
+            dedup_window_seconds=_read(env, "DEDUP_WINDOW_SECONDS", _positive_float, "86400"),
+            profile_grace_seconds=_read(env, "PROFILE_GRACE_SECONDS", _non_negative_float, "2"),
+            log_level=_read(env, "LOG_LEVEL", str, "info"),
+        )
+
+    @property
+    def broker_url(self) -> str:
+        """The bootstrap servers in Faust's ``kafka://`` URL form."""
+        return ";".join(f"kafka://{server}" for server in self.kafka_bootstrap.split(","))
+
+
+def kafka_bootstrap_from_env(env: Mapping[str, str]) -> str:
+    """Just the Kafka bootstrap servers, for commands that need nothing else."""
+    return _read(env, "KAFKA_BOOTSTRAP", _bootstrap)
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

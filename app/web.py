@@ -1,0 +1,76 @@
+"""The worker's web views: health, readiness and table inspection.
+
+Table lookups are answered by the worker that owns the key's partition:
+Faust's ``table_route`` forwards the request there from any worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.types import TableT
+from faust.web import Request, Response, View
+
+from app.context import Herald
+
+
+def _jsonable(value: Any) -> Any:
+    return value.asdict() if hasattr(value, "asdict") else value
+
+
+def register(herald: Herald) -> None:
+    """Declare the views on the app."""
+    app = herald.app
+
+    @app.page("/healthz")
+    class Health(View):
+        """The process is up and serving."""
+
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "ok"})
+
+    @app.page("/readyz")
+    class Ready(View):
+        """The worker holds partitions and has recovered its tables."""
+
+        async def get(self, request: Request) -> Response:
+            assigned = len(app.consumer.assignment()) if app.consumer else 0
+            ready = assigned > 0 and not app.rebalancing and not app.in_recovery
+            body = {"ready": ready, "assigned_partitions": assigned,
+                    "rebalancing": bool(app.rebalancing), "recovering": bool(app.in_recovery)}
+            return self.json(body, status=200 if ready else 503)
+
+    @app.page("/v1/tables")
+    class TableList(View):
+        """The tables and how many keys this worker holds of each."""
+
+        async def get(self, request: Request) -> Response:
+            return self.json({"tables": [
+                {"name": table.name, "local_keys": len(table), "help": table.help}
+                for table in _tables(herald).values()
+            ]})
+
+    for name, table in _tables(herald).items():
+        _table_view(herald, name, table)
+
+
+def _tables(herald: Herald) -> dict[str, TableT]:
+    tables = herald.tables
+    return {table.name: table for table in
+            (tables.contacts, tables.preferences, tables.presence, tables.dedup)}
+
+
+def _table_view(herald: Herald, name: str, table: TableT) -> None:
+    app = herald.app
+
+    class TableKey(View):
+        """One key of one table, from the worker that owns it."""
+
+        @app.table_route(table=table, match_info="key")
+        async def get(self, request: Request, key: str) -> Response:
+            if key not in table:
+                return self.json({"error": f"{key!r} not in table {name!r}"}, status=404)
+            return self.json({"table": name, "key": key, "value": _jsonable(table[key])})
+
+    TableKey.__name__ = f"Table_{name}"
+    app.page(f"/v1/tables/{name}/{{key}}")(TableKey)

@@ -1,0 +1,86 @@
+"""Delivery statuses and how a batch of status events folds into table rows.
+
+A status never moves backwards: READ stays READ whatever arrives later, and a
+replayed event changes nothing. The same order is enforced in SQL
+(``herald_status_rank``, migration 001) so concurrent writers agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Iterable, Mapping
+
+#: Rank of each status; a row only moves to a higher rank. FAILED is one
+#: failed attempt (a retry may still succeed); DEAD and SUPPRESSED are final.
+STATUS_RANK: Mapping[str, int] = {
+    "CREATED": 0,
+    "SCHEDULED": 1,
+    "QUEUED": 2,
+    "FAILED": 3,
+    "SENT": 4,
+    "SUPPRESSED": 4,
+    "DEAD": 4,
+    "DELIVERED": 5,
+    "READ": 6,
+}
+
+#: The timestamp column each status sets the first time it is reached.
+STATUS_TIME_COLUMN: Mapping[str, str] = {
+    "QUEUED": "queued_at",
+    "SENT": "sent_at",
+    "DELIVERED": "delivered_at",
+    "READ": "read_at",
+}
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """The state of one (notification, channel) after a batch of events."""
+
+    notification_id: str
+    channel: str
+    status: str
+    attempts: int
+    at: str
+    reason: str | None = None
+    last_error: str | None = None
+    provider_message_id: str | None = None
+    queued_at: str | None = None
+    sent_at: str | None = None
+    delivered_at: str | None = None
+    read_at: str | None = None
+
+
+def _outranks(status: str, attempts: int, row: DeliveryRow) -> bool:
+    rank, current = STATUS_RANK[status], STATUS_RANK[row.status]
+    return rank > current or (rank == current and attempts > row.attempts)
+
+
+def fold_event(row: DeliveryRow | None, event: Any) -> DeliveryRow:
+    """``row`` after one status event (a :class:`~schemas.records.DeliveryEvent`)."""
+    times = {STATUS_TIME_COLUMN[event.status]: event.at} if event.status in STATUS_TIME_COLUMN else {}
+    if row is None:
+        return DeliveryRow(
+            notification_id=event.notification_id, channel=event.channel, status=event.status,
+            attempts=event.attempts, at=event.at, reason=event.reason, last_error=event.error,
+            provider_message_id=event.provider_message_id, **times,
+        )
+    # A timestamp is kept from the first event that set it, whatever the order.
+    times = {column: value for column, value in times.items() if getattr(row, column) is None}
+    row = replace(row, **times)
+    if not _outranks(event.status, event.attempts, row):
+        return row
+    return replace(
+        row, status=event.status, attempts=max(event.attempts, row.attempts), at=event.at,
+        reason=event.reason or row.reason, last_error=event.error or row.last_error,
+        provider_message_id=event.provider_message_id or row.provider_message_id,
+    )
+
+
+def fold_events(events: Iterable[Any]) -> list[DeliveryRow]:
+    """One row per (notification, channel) from a batch of status events, in order."""
+    rows: dict[tuple[str, str], DeliveryRow] = {}
+    for event in events:
+        key = (event.notification_id, event.channel)
+        rows[key] = fold_event(rows.get(key), event)
+    return list(rows.values())

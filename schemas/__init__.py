@@ -1,0 +1,1 @@
+"""The records herald reads and writes, with the validation of public input."""

@@ -1,0 +1,236 @@
+"""Validation of the public JSON contract (DESIGN.md, "Public contract").
+
+Each ``parse_*`` function takes the raw bytes of a Kafka record and returns a
+record, or raises :class:`~app.errors.InvalidEvent` whose message names the
+field at fault. Unknown fields are ignored, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from app.errors import InvalidEvent
+from schemas.records import (
+    CHANNELS,
+    PRIORITIES,
+    PUSH_PLATFORMS,
+    Notification,
+    Preferences,
+    PushToken,
+    UserUpdate,
+)
+
+MAX_ID_LENGTH = 200
+MAX_TEXT_LENGTH = 64 * 1024
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+HH_MM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+T = TypeVar("T")
+
+
+def now_iso() -> str:
+    """The current time as ISO-8601 with an offset (UTC)."""
+    return datetime.now(timezone.utc).isoformat()
+
+
+def decode_object(raw: bytes | str | None) -> dict[str, Any]:
+    """Decode a record's value into a JSON object or say why it is not one."""
+    if raw is None:
+        raise InvalidEvent("value: empty record (tombstone) is not an event")
+    try:
+        value = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(f"value: not UTF-8 ({exc.reason})") from exc
+    except ValueError as exc:
+        raise InvalidEvent(f"value: not JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise InvalidEvent(f"value: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _text(obj: Mapping[str, Any], name: str, *, required: bool = False,
+          max_length: int = MAX_ID_LENGTH) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise InvalidEvent(f"{name}: required")
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{name}: expected a string, got {type(value).__name__}")
+    if required and not value.strip():
+        raise InvalidEvent(f"{name}: must not be empty")
+    if len(value) > max_length:
+        raise InvalidEvent(f"{name}: longer than {max_length} characters")
+    return value
+
+
+def _choice(obj: Mapping[str, Any], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = _text(obj, name) or default
+    if value not in choices:
+        raise InvalidEvent(f"{name}: must be one of {', '.join(choices)} (got {value!r})")
+    return value
+
+
+def _list(obj: Mapping[str, Any], name: str, item: Callable[[Any], T]) -> list[T] | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise InvalidEvent(f"{name}: expected a list, got {type(value).__name__}")
+    try:
+        return [item(element) for element in value]
+    except InvalidEvent as exc:
+        raise InvalidEvent(f"{name}: {exc}") from exc
+
+
+def _channel(value: Any) -> str:
+    if value not in CHANNELS:
+        raise InvalidEvent(f"unknown channel {value!r} (expected {', '.join(CHANNELS)})")
+    return str(value)
+
+
+def _channels(obj: Mapping[str, Any], name: str) -> list[str] | None:
+    channels = _list(obj, name, _channel)
+    if channels is None:
+        return None
+    if not channels:
+        raise InvalidEvent(f"{name}: must not be empty")
+    return list(dict.fromkeys(channels))
+
+
+def _timestamp(obj: Mapping[str, Any], name: str) -> str | None:
+    value = _text(obj, name)
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidEvent(f"{name}: not an ISO-8601 time ({value!r})") from exc
+    if parsed.tzinfo is None:
+        raise InvalidEvent(f"{name}: ISO-8601 time needs an offset, e.g. +00:00 ({value!r})")
+    return parsed.isoformat()
+
+
+def _object(obj: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidEvent(f"{name}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def parse_notification(raw: bytes | str | None) -> Notification:
+    """Validate a ``notifications`` record and fill in its defaults."""
+    obj = decode_object(raw)
+    user_id = _text(obj, "user_id", required=True)
+    title = _text(obj, "title", max_length=MAX_TEXT_LENGTH)
+    body = _text(obj, "body", max_length=MAX_TEXT_LENGTH)
+    template = _text(obj, "template")
+    if title is None and body is None and template is None:
+        raise InvalidEvent("title/body/template: one of them is required")
+    return Notification(
+        id=_text(obj, "id") or str(uuid.uuid4()),
+        user_id=user_id,
+        category=_text(obj, "category") or "general",
+        priority=_choice(obj, "priority", PRIORITIES, "normal"),
+        created_at=_timestamp(obj, "created_at") or now_iso(),
+        title=title,
+        body=body,
+        template=template,
+        data=_object(obj, "data") or {},
+        locale=_text(obj, "locale"),
+        channels=_channels(obj, "channels"),
+        fallback=_channels(obj, "fallback") or [],
+        idempotency_key=_text(obj, "idempotency_key"),
+        send_at=_timestamp(obj, "send_at"),
+        expires_at=_timestamp(obj, "expires_at"),
+        audience=_text(obj, "audience"),
+    )
+
+
+def _push_token(value: Any) -> PushToken:
+    if not isinstance(value, dict):
+        raise InvalidEvent("expected objects {token, platform}")
+    token = _text(value, "token", required=True, max_length=4096)
+    platform = _choice(value, "platform", PUSH_PLATFORMS, "fcm")
+    return PushToken(token=token, platform=platform)
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidEvent("expected non-empty strings")
+    return value
+
+
+def _email(obj: Mapping[str, Any]) -> str | None:
+    email = _text(obj, "email", max_length=320)
+    if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+        raise InvalidEvent(f"email: not an email address ({email!r})")
+    return email
+
+
+def _phone(obj: Mapping[str, Any]) -> str | None:
+    phone = _text(obj, "phone", max_length=20)
+    if phone is not None and not E164.match(phone):
+        raise InvalidEvent(f"phone: expected E.164, e.g. +33612345678 ({phone!r})")
+    return phone
+
+
+def _timezone(obj: Mapping[str, Any]) -> str | None:
+    name = _text(obj, "timezone", max_length=64)
+    if name is not None:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise InvalidEvent(f"timezone: unknown time zone {name!r}") from exc
+    return name
+
+
+def _preferences(obj: Mapping[str, Any]) -> Preferences | None:
+    prefs = _object(obj, "preferences")
+    if prefs is None:
+        return None
+    categories: dict[str, dict[str, bool]] = {}
+    for category, channels in (_object(prefs, "categories") or {}).items():
+        if not isinstance(channels, dict):
+            raise InvalidEvent(f"preferences.categories.{category}: expected an object")
+        for channel, allowed in channels.items():
+            _channel_or_fail(f"preferences.categories.{category}", channel)
+            if not isinstance(allowed, bool):
+                raise InvalidEvent(f"preferences.categories.{category}.{channel}: expected true/false")
+        categories[category] = dict(channels)
+    quiet = _object(prefs, "quiet_hours")
+    if quiet is not None:
+        for bound in ("start", "end"):
+            if not isinstance(quiet.get(bound), str) or not HH_MM.match(quiet[bound]):
+                raise InvalidEvent(f"preferences.quiet_hours.{bound}: expected HH:MM")
+        quiet = {"start": quiet["start"], "end": quiet["end"]}
+    return Preferences(categories=categories, quiet_hours=quiet)
+
+
+def _channel_or_fail(where: str, channel: str) -> None:
+    try:
+        _channel(channel)
+    except InvalidEvent as exc:
+        raise InvalidEvent(f"{where}: {exc}") from exc
+
+
+def parse_user_update(raw: bytes | str | None) -> UserUpdate:
+    """Validate a ``user-updates`` record; absent fields stay ``None``."""
+    obj = decode_object(raw)
+    return UserUpdate(
+        user_id=_text(obj, "user_id", required=True),
+        email=_email(obj),
+        phone=_phone(obj),
+        push_tokens=_list(obj, "push_tokens", _push_token),
+        remove_push_tokens=_list(obj, "remove_push_tokens", _string) or [],
+        timezone=_timezone(obj),
+        locale=_text(obj, "locale", max_length=35),
+        preferences=_preferences(obj),
+    )

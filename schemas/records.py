@@ -1,0 +1,141 @@
+"""Faust records of every event and table value herald keeps.
+
+They serialize as plain JSON (no Faust metadata), so consumers in any
+language read them. Public input (``notifications``, ``user-updates``) is
+parsed and validated in :mod:`schemas.parsing` before it becomes a record.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import faust
+
+CHANNELS = ("push", "email", "sms", "inapp")
+PRIORITIES = ("critical", "high", "normal", "low")
+PUSH_PLATFORMS = ("fcm", "apns")
+
+
+class Model(faust.Record, abstract=True, include_metadata=False, serializer="json"):
+    """Base of herald's records: JSON without Faust's type metadata."""
+
+
+class Notification(Model):
+    """``SendNotification``: one notification for one user, as the router sees it."""
+
+    id: str
+    user_id: str
+    category: str
+    priority: str
+    created_at: str
+    title: Optional[str] = None
+    body: Optional[str] = None
+    template: Optional[str] = None
+    data: Dict[str, Any] = {}  # noqa: RUF012 - faust copies field defaults
+    locale: Optional[str] = None
+    channels: Optional[List[str]] = None
+    fallback: List[str] = []  # noqa: RUF012
+    idempotency_key: Optional[str] = None
+    send_at: Optional[str] = None
+    expires_at: Optional[str] = None
+    audience: Optional[str] = None
+
+
+class PushToken(Model):
+    """A device token and the push service it belongs to."""
+
+    token: str
+    platform: str
+
+
+class Contacts(Model):
+    """Where a user can be reached: the value of the ``contacts`` table."""
+
+    email: Optional[str] = None
+    phone: Optional[str] = None
+    push_tokens: List[PushToken] = []  # noqa: RUF012
+    timezone: Optional[str] = None
+    locale: Optional[str] = None
+
+
+class Preferences(Model):
+    """What a user agreed to receive: the value of the ``preferences`` table.
+
+    ``categories`` maps a category to ``{channel: allowed}``; a channel or
+    category that is absent is allowed.
+    """
+
+    categories: Dict[str, Dict[str, bool]] = {}  # noqa: RUF012
+    quiet_hours: Optional[Dict[str, str]] = None
+
+
+class UserUpdate(Model):
+    """A change to a user's contacts or preferences, as read from ``user-updates``.
+
+    A field left ``None`` was absent from the update and keeps its stored value.
+    """
+
+    user_id: str
+    email: Optional[str] = None
+    phone: Optional[str] = None
+    push_tokens: Optional[List[PushToken]] = None
+    remove_push_tokens: List[str] = []  # noqa: RUF012
+    timezone: Optional[str] = None
+    locale: Optional[str] = None
+    preferences: Optional[Preferences] = None
+
+
+class Delivery(Model):
+    """``DeliverNotification``: one notification on one channel, rendered and addressed."""
+
+    notification_id: str
+    user_id: str
+    channel: str
+    address: str
+    title: Optional[str]
+    body: Optional[str]
+    category: str
+    priority: str
+    created_at: str
+    data: Dict[str, Any] = {}  # noqa: RUF012
+    push_tokens: List[PushToken] = []  # noqa: RUF012
+    fallback: List[str] = []  # noqa: RUF012
+    attempt: int = 1
+    not_before: Optional[str] = None
+
+
+class DeliveryEvent(Model):
+    """``DeliveryStatusChanged``: what happened to a notification on a channel.
+
+    ``channel`` is ``"*"`` when the event concerns the notification as a
+    whole (a suppressed duplicate, say). ``notification`` carries the
+    notification's own columns on the first event the router emits, so the
+    recorder can write the ``notifications`` row.
+    """
+
+    notification_id: str
+    channel: str
+    status: str
+    at: str
+    user_id: Optional[str] = None
+    reason: Optional[str] = None
+    error: Optional[str] = None
+    attempts: int = 0
+    provider_message_id: Optional[str] = None
+    notification: Optional[Dict[str, Any]] = None
+
+
+class DeadLetter(Model):
+    """A record herald gave up on, with why, and the original to replay it."""
+
+    reason: str
+    topic: str
+    at: str
+    error: Optional[str] = None
+    partition: Optional[int] = None
+    offset: Optional[int] = None
+    key: Optional[str] = None
+    payload: Optional[str] = None
+    headers: Dict[str, str] = {}  # noqa: RUF012
+    attempts: int = 0
+    delivery: Optional[Dict[str, Any]] = None

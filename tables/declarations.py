@@ -1,0 +1,48 @@
+"""The changelog-backed tables the router and profile agents share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import TableT
+
+from app.settings import Settings
+from schemas.records import Contacts, Preferences
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The tables of one herald app, all keyed like the user-keyed topics."""
+
+    contacts: TableT
+    preferences: TableT
+    presence: TableT
+    dedup: TableT
+
+    @classmethod
+    def declare(cls, app: faust.App, settings: Settings) -> "Tables":
+        """Declare the tables on ``app``, co-partitioned with the topics."""
+
+        def table(name: str, value_type: Any, help_text: str) -> TableT:
+            declared = app.Table(
+                name,
+                key_type=str,
+                value_type=value_type,
+                partitions=settings.partitions,
+                help=help_text,
+            )
+            # Faust JSON-encodes table keys by default, while topics carry the
+            # raw user id: route lookups and changelog keys must hash the same
+            # bytes as the topics do. Store and changelog are built lazily, so
+            # setting it here is enough.
+            declared.key_serializer = "raw"
+            return declared
+
+        return cls(
+            contacts=table("contacts", Contacts, "Where each user can be reached"),
+            preferences=table("preferences", Preferences, "What each user agreed to receive"),
+            presence=table("presence", None, "Which gateway nodes hold each user's sessions"),
+            dedup=table("dedup", None, "Idempotency keys and when their window ends"),
+        )
