@@ -43,7 +43,17 @@ def worker(loglevel: str | None) -> None:
 
     from app.factory import create_herald
 
+    from app.admin import TopicMismatch, ensure_topics
+
     settings = _settings()
+    try:
+        created = asyncio.run(ensure_topics(settings))
+    except TopicMismatch as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - reported in one line, not a traceback
+        _fail(f"could not reach Kafka at {settings.kafka_bootstrap}: {exc}")
+    if created:
+        click.echo(f"created topics: {', '.join(created)}")
     herald = create_herald(settings)
     Worker(herald.app, loglevel=loglevel or settings.log_level).execute_from_commandline()
 

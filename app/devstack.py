@@ -163,6 +163,7 @@ class DevStack:
         self._start_postgres(echo)
         self._wait_kafka(echo)
         self._prepare_database(echo)
+        self._create_topics(echo)
         self.env_file.write_text("".join(f"export {k}={v}\n" for k, v in self.settings().items()))
         echo(f"stack ready in {time.monotonic() - started:.1f}s: Kafka {self.bootstrap}, "
              f"PostgreSQL {self.database_url}")
@@ -233,12 +234,12 @@ class DevStack:
         if not (self.kafka_dir / "data" / "meta.properties").exists():
             _run([*java, "kafka.tools.StorageTool", "format", "--ignore-formatted",
                   "-t", base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode(), "-c", str(config)])
-        log = open(self.kafka_dir / "kafka.log", "ab")  # noqa: SIM115 - handed to the child
-        process = subprocess.Popen(
-            [*java[:1], "-Xms256m", "-Xmx1g", *java[1:], "kafka.Kafka", str(config)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        with open(self.kafka_dir / "kafka.log", "ab") as log:  # the child keeps its own
+            process = subprocess.Popen(
+                [*java[:1], "-Xms256m", "-Xmx1g", *java[1:], "kafka.Kafka", str(config)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         pid_file.write_text(str(process.pid))
         echo(f"kafka {KAFKA_VERSION} starting on {self.bootstrap} (pid {process.pid})")
 
@@ -254,6 +255,16 @@ class DevStack:
             time.sleep(0.2)
         raise StackError(f"kafka did not answer on {self.bootstrap} within "
                          f"{READY_TIMEOUT_SECONDS:.0f}s; see {self.kafka_dir / 'kafka.log'}")
+
+    def _create_topics(self, echo: Echo) -> None:
+        # Outside producers may write before any worker ran: give them
+        # topics with herald's partition count rather than broker defaults.
+        from app.admin import ensure_topics
+        from app.settings import Settings
+
+        created = asyncio.run(ensure_topics(Settings.from_env(self.settings())))
+        if created:
+            echo(f"created topics: {', '.join(created)}")
 
     # -- PostgreSQL ---------------------------------------------------------
 

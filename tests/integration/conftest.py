@@ -1,0 +1,192 @@
+"""Integration fixtures: the real stack, a real worker, outside clients.
+
+The stack is started by the project's own command (``herald dev up``) in a
+folder and on ports of its own, so a developer's running stack is left
+alone. Everything waits by polling a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK_DIR = ROOT / ".local" / "test-stack"
+KAFKA_PORT = int(os.environ.get("HERALD_TEST_KAFKA_PORT", "19092"))
+PG_PORT = int(os.environ.get("HERALD_TEST_PG_PORT", "15432"))
+
+T = TypeVar("T")
+
+
+def herald_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "app.cli", *args]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 60.0,
+                     interval: float = 0.2, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+class Worker:
+    """One ``herald worker`` process and how to reach it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.web_port = int(env["HERALD_WEB_PORT"])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(herald_command("worker"), cwd=ROOT, env=self.env,
+                                            stdout=log, stderr=subprocess.STDOUT)
+        self.wait_ready()
+
+    def get(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited ({self.process.returncode}):\n{self.log_tail()}")
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready within {timeout}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def stack_env() -> Iterator[dict[str, str]]:
+    """A fresh Kafka + PostgreSQL started by ``herald dev up``; stopped at the end."""
+    args = ["--dir", str(STACK_DIR), "--kafka-port", str(KAFKA_PORT), "--pg-port", str(PG_PORT)]
+    up = subprocess.run(herald_command("dev", "up", "--fresh", *args), cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
+    assert up.returncode == 0, f"herald dev up failed:\n{up.stdout}\n{up.stderr}"
+    env = dict(os.environ)
+    for line in (STACK_DIR / "herald.env").read_text().splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = value
+    yield env
+    if not os.environ.get("HERALD_TEST_KEEP_STACK"):
+        subprocess.run(herald_command("dev", "down", "--dir", str(STACK_DIR)), cwd=ROOT,
+                       capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def worker_env(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return {**stack_env, "HERALD_WEB_PORT": str(free_port()),
+            "HERALD_DATA_DIR": str(tmp_path_factory.mktemp("worker-data")),
+            "HERALD_LOG_LEVEL": "info"}
+
+
+@pytest.fixture(scope="session")
+def worker(worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """One herald worker, running for the whole session."""
+    running = Worker(worker_env, tmp_path_factory.mktemp("logs") / "worker.log")
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A fresh suffix, so tests never see each other's records."""
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+async def producer(stack_env: dict[str, str]) -> AsyncIterator[AIOKafkaProducer]:
+    """A plain aiokafka producer, as any outside service would use."""
+    client = AIOKafkaProducer(bootstrap_servers=stack_env["HERALD_KAFKA_BOOTSTRAP"], acks="all")
+    await client.start()
+    yield client
+    await client.stop()
+
+
+@pytest.fixture
+async def db(stack_env: dict[str, str]) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(stack_env["HERALD_DATABASE_URL"])
+    yield conn
+    await conn.close()
+
+
+async def produce(producer: AIOKafkaProducer, topic: str, key: str | None, value: Any,
+                  partition: int | None = None) -> None:
+    """Produce ``value`` (JSON unless bytes) and wait for the broker's ack."""
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    await producer.send_and_wait(topic, key=key.encode() if key is not None else None, value=raw,
+                                 partition=partition)
+
+
+async def read_topic(bootstrap: str, topic: str, match: Callable[[dict[str, Any]], bool], *,
+                     timeout: float = 60.0) -> dict[str, Any]:
+    """The first JSON record of ``topic`` (from the beginning) that ``match`` accepts."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    value = json.loads(record.value)
+                    if match(value):
+                        return value
+        raise AssertionError(f"no matching record on {topic} within {timeout}s")
+    finally:
+        await consumer.stop()

@@ -1,0 +1,53 @@
+"""Settings fail at start-up naming the variable at fault."""
+
+from pathlib import Path
+
+import pytest
+
+from app.settings import Settings, SettingsError, redact
+
+REQUIRED = {"HERALD_KAFKA_BOOTSTRAP": "127.0.0.1:9092",
+            "HERALD_DATABASE_URL": "postgresql://herald:secret@127.0.0.1:5432/herald"}
+
+
+def test_defaults_fill_everything_optional():
+    settings = Settings.from_env(REQUIRED)
+    assert settings.partitions == 8
+    assert settings.web_bind == "127.0.0.1"
+    assert settings.data_dir == Path(".local/data/worker")
+    assert settings.broker_url == "kafka://127.0.0.1:9092"
+
+
+def test_values_come_from_the_environment():
+    settings = Settings.from_env({**REQUIRED, "HERALD_PARTITIONS": "12", "HERALD_STORE": "memory",
+                                  "HERALD_KAFKA_BOOTSTRAP": "k1:9092, k2:9093"})
+    assert (settings.partitions, settings.store) == (12, "memory")
+    assert settings.broker_url == "kafka://k1:9092;kafka://k2:9093"
+
+
+@pytest.mark.parametrize("missing", sorted(REQUIRED))
+def test_a_missing_required_setting_names_its_variable(missing):
+    env = {k: v for k, v in REQUIRED.items() if k != missing}
+    with pytest.raises(SettingsError, match=f"^{missing} is required"):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("HERALD_PARTITIONS", "eight"), ("HERALD_PARTITIONS", "0"), ("HERALD_WEB_PORT", "70000"),
+    ("HERALD_KAFKA_BOOTSTRAP", "localhost"), ("HERALD_DATABASE_URL", "mysql://x"),
+    ("HERALD_STORE", "redis"), ("HERALD_DEDUP_WINDOW_SECONDS", "-1"),
+])
+def test_a_malformed_setting_names_its_variable_and_value(variable, value):
+    with pytest.raises(SettingsError, match=f"^{variable}='{value}' is invalid"):
+        Settings.from_env({**REQUIRED, variable: value})
+
+
+def test_settings_are_frozen():
+    settings = Settings.from_env(REQUIRED)
+    with pytest.raises(AttributeError):
+        settings.partitions = 3  # type: ignore[misc]
+
+
+def test_redact_hides_the_password():
+    assert redact(REQUIRED["HERALD_DATABASE_URL"]) == "postgresql://herald:***@127.0.0.1:5432/herald"
+    assert redact("postgresql://127.0.0.1/db") == "postgresql://127.0.0.1/db"
