@@ -15,6 +15,7 @@ import glob
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -73,6 +74,20 @@ def _apt_install(packages: list[str], echo: Echo) -> None:
         result = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if result.returncode != 0:
             raise StackError(f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _claim_port(port: int, what: str) -> None:
+    # Another server on the port would answer the readiness checks in place
+    # of ours; say so instead of silently using it.
+    if _port_in_use(port):
+        raise StackError(f"cannot start {what}: 127.0.0.1:{port} is already in use by another "
+                         f"process (choose other ports with --kafka-port/--pg-port)")
 
 
 def postgres_bin_dir() -> Path | None:
@@ -227,6 +242,8 @@ class DevStack:
         if _alive(pid_file):
             echo(f"kafka already running (pid {_alive(pid_file)})")
             return
+        _claim_port(self.kafka_port, "kafka")
+        _claim_port(self.kafka_port + 1, "the kafka controller")
         libs = self._resolve_kafka(echo)
         config = self._write_kafka_config()
         java = ["java", "-cp", f"{libs}/*",
@@ -305,6 +322,7 @@ class DevStack:
         if self._pg_running(bin_dir):
             echo("postgresql already running")
             return
+        _claim_port(self.pg_port, "postgresql")
         self.pg_dir.mkdir(parents=True, exist_ok=True)
         if user:
             shutil.chown(self.pg_dir, user, user)

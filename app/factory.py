@@ -42,7 +42,8 @@ def create_faust_app(settings: Settings) -> faust.App:
         web_enabled=True,
         web_bind=settings.web_bind,
         web_port=settings.web_port,
-        web_host=settings.web_bind if settings.web_bind != "0.0.0.0" else "127.0.0.1",
+        web_host=settings.web_host,
+        consumer_group_instance_id=settings.node_id,
         logging_config=None,
     )
 

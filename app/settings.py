@@ -73,6 +73,10 @@ def _store(raw: str) -> str:
     return raw
 
 
+def _advertised(bind: str | None) -> str:
+    return "127.0.0.1" if not bind or bind in ("0.0.0.0", "::") else bind
+
+
 def _read(
     env: Mapping[str, str], name: str, parse: Callable[[str], T], default: str | None = None
 ) -> T:
@@ -97,6 +101,8 @@ class Settings:
     replication_factor: int = 1
     web_port: int = 6066
     web_bind: str = "127.0.0.1"
+    web_host: str = "127.0.0.1"
+    node_id: str | None = None
     data_dir: Path = Path(".local/data/worker")
     store: str = "rocksdb"
     dedup_window_seconds: float = 24 * 3600.0
@@ -115,6 +121,12 @@ class Settings:
             replication_factor=_read(env, "REPLICATION_FACTOR", _positive_int, "1"),
             web_port=_read(env, "WEB_PORT", _port, "6066"),
             web_bind=_read(env, "WEB_BIND", str, "127.0.0.1"),
+            # The address other workers reach this one at (table routing):
+            # the bind address, unless that is a wildcard.
+            web_host=_read(env, "WEB_HOST", str, _advertised(env.get(PREFIX + "WEB_BIND"))),
+            # A stable worker identity (e.g. the pod name) enables Kafka static
+            # membership, so a restart does not trigger a rebalance storm.
+            node_id=env.get(PREFIX + "NODE_ID") or None,
             data_dir=_read(env, "DATA_DIR", Path, ".local/data/worker"),
             store=_read(env, "STORE", _store, "rocksdb"),
             dedup_window_seconds=_read(env, "DEDUP_WINDOW_SECONDS", _positive_float, "86400"),

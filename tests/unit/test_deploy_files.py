@@ -37,7 +37,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from app.cli import main as herald_cli
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +83,8 @@ def compose() -> dict[str, Any]:
 
 
 def service(name: str) -> dict[str, Any]:
-    return compose()["services"][name]
+    svc: dict[str, Any] = compose()["services"][name]
+    return svc
 
 
 def environment(svc: dict[str, Any]) -> dict[str, str]:
@@ -111,11 +114,13 @@ def k8s_object(kind: str) -> dict[str, Any]:
 
 
 def worker_pod_spec() -> dict[str, Any]:
-    return k8s_object("StatefulSet")["spec"]["template"]["spec"]
+    spec: dict[str, Any] = k8s_object("StatefulSet")["spec"]["template"]["spec"]
+    return spec
 
 
 def worker_container() -> dict[str, Any]:
-    (container,) = worker_pod_spec()["containers"]
+    containers: list[dict[str, Any]] = worker_pod_spec()["containers"]
+    (container,) = containers
     return container
 
 
@@ -131,9 +136,13 @@ def k8s_environment() -> dict[str, str]:
     """The worker's environment: ConfigMap, example Secret, then the env list."""
     env = dict(k8s_object("ConfigMap")["data"])
     env.update(k8s_object("Secret")["stringData"])
+    # What the downward API would inject into the first pod.
+    field_values = {"metadata.name": "herald-0", "status.podIP": "10.0.0.7"}
     for variable in worker_container().get("env", []):
-        # Values injected by the downward API, as a pod would see them.
-        env[variable["name"]] = variable.get("value", "herald-0")
+        if "value" in variable:
+            env[variable["name"]] = variable["value"]
+        else:
+            env[variable["name"]] = field_values[variable["valueFrom"]["fieldRef"]["fieldPath"]]
     return env
 
 
@@ -159,7 +168,8 @@ def dockerfile() -> tuple[Instruction, ...]:
         logical.append(pending + line)
         pending = ""
     assert not pending, "the Dockerfile ends inside a line continuation"
-    instructions, stage = [], -1
+    instructions: list[Instruction] = []
+    stage = -1
     for line in logical:
         keyword, _, args = line.partition(" ")
         if keyword.upper() == "FROM":
@@ -188,7 +198,9 @@ def dockerfile_user_id() -> int:
     users = [instruction.args for instruction in final_stage() if instruction.keyword == "USER"]
     assert users, "the runtime stage never switches away from root"
     user = users[-1].split(":")[0]
-    assert user.isdigit(), f"USER {user!r}: Kubernetes can only verify runAsNonRoot for a numeric uid"
+    assert (
+        user.isdigit()
+    ), f"USER {user!r}: Kubernetes can only verify runAsNonRoot for a numeric uid"
     return int(user)
 
 
@@ -214,16 +226,16 @@ def dockerignored(path: str) -> bool:
     directories, the last matching line wins, ``!`` re-includes, and a
     directory's pattern covers everything under it.
     """
-    rules = []
+    rules: list[tuple[bool, re.Pattern[str]]] = []
     for raw in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         negate = line.startswith("!")
         pattern = line.lstrip("!").strip("/")
-        regex = re.escape(pattern).replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*")
-        regex = regex.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
-        rules.append((negate, re.compile(regex + r"\Z")))
+        source = re.escape(pattern).replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*")
+        source = source.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+        rules.append((negate, re.compile(source + r"\Z")))
     parts = path.split("/")
     prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
     ignored = False
@@ -244,7 +256,9 @@ def quantity(value: str | int) -> float:
 def seconds(duration: str) -> int:
     """A compose duration such as ``60s`` or ``1m30s``."""
     parts = re.findall(r"(\d+)(h|m|s)", duration)
-    assert parts and "".join(n + u for n, u in parts) == duration, f"unreadable duration {duration!r}"
+    assert (
+        parts and "".join(n + u for n, u in parts) == duration
+    ), f"unreadable duration {duration!r}"
     return sum(int(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
 
 
@@ -284,7 +298,11 @@ def test_every_stage_builds_on_python_311_slim() -> None:
 
 def test_image_installs_the_project_and_the_runtime_stage_gets_it() -> None:
     # Given the stages and the stage that runs pip
-    installs = [i for i in dockerfile() if i.keyword == "RUN" and re.search(r"pip install --no-cache-dir \.(\s|$)", i.args)]
+    installs = [
+        i
+        for i in dockerfile()
+        if i.keyword == "RUN" and re.search(r"pip install --no-cache-dir \.(\s|$)", i.args)
+    ]
     assert installs, "no stage runs `pip install --no-cache-dir .`"
     install_stage = installs[-1].stage
     last_stage = final_stage()[0].stage
@@ -367,13 +385,19 @@ def run_healthcheck(port: int) -> int:
     env = {k: v for k, v in os.environ.items() if k.lower() not in {"no_proxy", "http_proxy"}}
     # A dead proxy: the check must reach 127.0.0.1 directly even when the
     # container's environment sets one.
-    env.update(HERALD_WEB_PORT=str(port), http_proxy="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
+    env.update(
+        HERALD_WEB_PORT=str(port), http_proxy="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9"
+    )
     argv = healthcheck_command()
-    completed = subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, timeout=30)
+    completed = subprocess.run(
+        [sys.executable, *argv[1:]], env=env, capture_output=True, timeout=30
+    )
     return completed.returncode
 
 
-def test_healthcheck_passes_when_healthz_answers_200(health_server: tuple[int, type[_Health]]) -> None:
+def test_healthcheck_passes_when_healthz_answers_200(
+    health_server: tuple[int, type[_Health]],
+) -> None:
     # Given a server whose /healthz answers 200
     port, _ = health_server
 
@@ -382,7 +406,9 @@ def test_healthcheck_passes_when_healthz_answers_200(health_server: tuple[int, t
     assert run_healthcheck(port) == 0
 
 
-def test_healthcheck_fails_when_healthz_answers_503(health_server: tuple[int, type[_Health]]) -> None:
+def test_healthcheck_fails_when_healthz_answers_503(
+    health_server: tuple[int, type[_Health]],
+) -> None:
     # Given a server whose /healthz answers 503
     port, handler = health_server
     handler.status = 503
@@ -406,7 +432,14 @@ def test_healthcheck_fails_when_nothing_listens() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    [".git/HEAD", ".local/herald.env", ".local/kafka/data/x", ".venv/bin/python", "app/__pycache__/cli.cpython-311.pyc", "tests/unit/test_x.py"],
+    [
+        ".git/HEAD",
+        ".local/herald.env",
+        ".local/kafka/data/x",
+        ".venv/bin/python",
+        "app/__pycache__/cli.cpython-311.pyc",
+        "tests/unit/test_x.py",
+    ],
 )
 def test_dockerignore_keeps_local_state_out_of_the_context(path: str) -> None:
     assert dockerignored(path)
@@ -414,13 +447,20 @@ def test_dockerignore_keeps_local_state_out_of_the_context(path: str) -> None:
 
 def test_dockerignore_keeps_what_pip_install_needs() -> None:
     # Given the files the build reads: metadata, readme, packages, package data
-    packages = [p.rstrip("*") for p in pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]]
+    packages = [
+        p.rstrip("*") for p in pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    ]
     data = [
         f"{package}/{pattern.replace('*', 'x')}"
         for package, patterns in pyproject()["tool"]["setuptools"].get("package-data", {}).items()
         for pattern in patterns
     ]
-    needed = ["pyproject.toml", pyproject()["project"]["readme"], *(f"{p}/__init__.py" for p in packages), *data]
+    needed = [
+        "pyproject.toml",
+        pyproject()["project"]["readme"],
+        *(f"{p}/__init__.py" for p in packages),
+        *data,
+    ]
 
     # Then none of them is ignored
     assert [path for path in needed if dockerignored(path)] == []
@@ -432,16 +472,18 @@ def test_every_top_level_package_is_installed_into_the_image() -> None:
     include = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
 
     # Then `pip install .` ships each of them; the image has nothing else
-    missing = [p for p in packages if not any(re.fullmatch(i.replace("*", ".*"), p) for i in include)]
+    missing = [
+        p for p in packages if not any(re.fullmatch(i.replace("*", ".*"), p) for i in include)
+    ]
     assert missing == [], f"not in [tool.setuptools.packages.find] include: {missing}"
 
 
 # --- docker-compose.yml ----------------------------------------------------
 
 
-def test_compose_file_is_compose_spec_with_the_three_services() -> None:
+def test_compose_file_is_compose_spec_with_the_stack_services() -> None:
     assert "version" not in compose()
-    assert {"kafka", "postgres", "herald"} <= set(compose()["services"])
+    assert {"kafka", "postgres", "herald", "migrate"} <= set(compose()["services"])
 
 
 def test_compose_herald_environment_is_herald_settings_only() -> None:
@@ -474,7 +516,10 @@ def test_compose_herald_variables_name_real_settings() -> None:
     fields = {f"HERALD_{f.name.upper()}" for f in dataclasses.fields(Settings)}
 
     # Then no variable in compose is a typo the worker would silently ignore
-    assert set(environment(service("herald"))) - fields == set()
+    ignored = set(environment(service("herald"))) - fields
+    assert (
+        ignored == set()
+    ), f"compose sets variables app.settings.Settings does not read: {ignored}"
 
 
 def test_compose_uses_kafka_39() -> None:
@@ -486,7 +531,9 @@ def test_compose_kafka_is_a_consistent_single_kraft_node() -> None:
     env = environment(service("kafka"))
     listeners = kafka_listeners(env["KAFKA_LISTENERS"])
     advertised = kafka_listeners(env["KAFKA_ADVERTISED_LISTENERS"])
-    protocols = dict(item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    protocols = dict(
+        item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
     controllers = env["KAFKA_CONTROLLER_LISTENER_NAMES"].split(",")
     voter_id, _, voter = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].partition("@")
 
@@ -502,7 +549,11 @@ def test_compose_kafka_is_a_consistent_single_kraft_node() -> None:
     assert all(advertised[name][1] == listeners[name][1] for name in advertised)
     assert env.get("KAFKA_INTER_BROKER_LISTENER_NAME", "PLAINTEXT") in advertised
     # One broker cannot hold more replicas than one.
-    for key in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"):
+    for key in (
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+    ):
         assert env[key] == "1", key
 
 
@@ -533,10 +584,16 @@ def test_compose_kafka_healthcheck_asks_the_broker_itself() -> None:
     # Given the health check and the broker's client listeners
     test = " ".join(service("kafka")["healthcheck"]["test"])
     env = environment(service("kafka"))
-    client_ports = {port for name, (_, port) in kafka_listeners(env["KAFKA_LISTENERS"]).items() if name not in env["KAFKA_CONTROLLER_LISTENER_NAMES"].split(",")}
+    client_ports = {
+        port
+        for name, (_, port) in kafka_listeners(env["KAFKA_LISTENERS"]).items()
+        if name not in env["KAFKA_CONTROLLER_LISTENER_NAMES"].split(",")
+    }
 
     # Then it makes a real request to a client listener
-    match = re.search(r"/opt/kafka/bin/kafka-broker-api-versions\.sh --bootstrap-server localhost:(\d+)", test)
+    match = re.search(
+        r"/opt/kafka/bin/kafka-broker-api-versions\.sh --bootstrap-server localhost:(\d+)", test
+    )
     assert match and int(match.group(1)) in client_ports
 
 
@@ -579,13 +636,33 @@ def test_compose_publishes_ports_on_loopback_only() -> None:
 
 
 def test_compose_herald_starts_after_healthy_dependencies() -> None:
-    # Given what herald waits for
-    depends_on = service("herald")["depends_on"]
+    # Given what the worker and the migration wait for
+    conditions = {
+        (waiting, name): dep["condition"]
+        for waiting in ("herald", "migrate")
+        for name, dep in service(waiting)["depends_on"].items()
+    }
 
-    # Then it waits for kafka and postgres to be healthy, which each can
-    # become because each has a health check
-    assert {name: dep["condition"] for name, dep in depends_on.items()} == {"kafka": "service_healthy", "postgres": "service_healthy"}
-    assert all("healthcheck" in service(name) for name in depends_on)
+    # Then the worker waits for a healthy kafka and postgres and a finished
+    # migration, the migration for a healthy postgres; and each service
+    # waited on as healthy has a health check, or it would never become so
+    assert conditions == {
+        ("herald", "kafka"): "service_healthy",
+        ("herald", "postgres"): "service_healthy",
+        ("herald", "migrate"): "service_completed_successfully",
+        ("migrate", "postgres"): "service_healthy",
+    }
+    for (_, name), condition in conditions.items():
+        if condition == "service_healthy":
+            assert not service(name).get("healthcheck", {"disable": True}).get("disable"), name
+
+
+def test_compose_migration_runs_the_worker_image_with_the_worker_settings() -> None:
+    migrate, herald = service("migrate"), service("herald")
+    assert migrate["command"] == ["herald", "db", "migrate"]
+    assert (migrate["build"], migrate["image"]) == (herald["build"], herald["image"])
+    assert environment(migrate) == environment(herald)
+    assert migrate.get("restart", "no") == "no"
 
 
 def test_compose_herald_is_built_here_and_kept_running() -> None:
@@ -603,7 +680,9 @@ def test_compose_herald_publishes_its_web_port_and_mounts_its_data_dir() -> None
 
     # Then the published port is the one it listens on, and its data
     # directory is a named volume declared by the file
-    assert published_ports(service("herald")) == [("127.0.0.1", int(env["HERALD_WEB_PORT"]), int(env["HERALD_WEB_PORT"]))]
+    assert published_ports(service("herald")) == [
+        ("127.0.0.1", int(env["HERALD_WEB_PORT"]), int(env["HERALD_WEB_PORT"]))
+    ]
     (volume,) = [v for v in volumes if v.endswith(":" + env["HERALD_DATA_DIR"])]
     assert volume.split(":")[0] in compose()["volumes"]
 
@@ -619,7 +698,11 @@ def test_compose_named_volumes_are_declared() -> None:
 
 
 def test_compose_and_kubernetes_allow_the_same_graceful_stop() -> None:
-    assert seconds(service("herald")["stop_grace_period"]) == worker_pod_spec()["terminationGracePeriodSeconds"] == 60
+    assert (
+        seconds(service("herald")["stop_grace_period"])
+        == worker_pod_spec()["terminationGracePeriodSeconds"]
+        == 60
+    )
 
 
 # --- k8s/ ------------------------------------------------------------------
@@ -670,7 +753,12 @@ def test_kustomization_image_is_the_container_image() -> None:
 
 
 @pytest.mark.parametrize(
-    "item", [pytest.param(doc, id=f"{name}:{doc['kind']}/{doc['metadata']['name']}") for name, doc in k8s_documents() if doc["kind"] != "Kustomization"]
+    "item",
+    [
+        pytest.param(doc, id=f"{name}:{doc['kind']}/{doc['metadata']['name']}")
+        for name, doc in k8s_documents()
+        if doc["kind"] != "Kustomization"
+    ],
 )
 def test_manifest_matches_the_kubernetes_schema(item: dict[str, Any]) -> None:
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
@@ -716,7 +804,9 @@ def test_worker_environment_comes_from_the_configmap_and_secret() -> None:
         ("configMapRef", k8s_object("ConfigMap")["metadata"]["name"]),
         ("secretRef", k8s_object("Secret")["metadata"]["name"]),
     }
-    assert {v["name"] for v in container.get("env", []) if not v["name"].startswith("HERALD_")} == set()
+    assert {
+        v["name"] for v in container.get("env", []) if not v["name"].startswith("HERALD_")
+    } == set()
 
 
 def test_worker_environment_is_accepted_by_the_settings() -> None:
@@ -733,8 +823,12 @@ def test_worker_variables_name_real_settings() -> None:
     # Given the settings herald reads (field web_port <- HERALD_WEB_PORT)
     fields = {f"HERALD_{f.name.upper()}" for f in dataclasses.fields(Settings)}
 
-    # Then no variable the pod gets is one the worker would silently ignore
-    assert set(k8s_environment()) - fields == set()
+    # Then no variable the pod gets is one the worker would silently ignore.
+    # HERALD_NODE_ID (the pod name: a stable worker identity) and
+    # HERALD_WEB_HOST (the pod IP: the address peers reach this worker at)
+    # matter once there is more than one worker.
+    ignored = set(k8s_environment()) - fields
+    assert ignored == set(), f"k8s/ sets variables app.settings.Settings does not read: {ignored}"
 
 
 def test_statefulset_runs_three_workers_each_with_its_own_volume() -> None:
@@ -747,7 +841,9 @@ def test_statefulset_runs_three_workers_each_with_its_own_volume() -> None:
     # Then three workers run, each mounting its own claim at the data dir
     assert spec["replicas"] == 3
     assert mounts[data_dir] == claim["metadata"]["name"]
-    assert claim["metadata"]["name"] not in {v["name"] for v in worker_pod_spec().get("volumes", [])}
+    assert claim["metadata"]["name"] not in {
+        v["name"] for v in worker_pod_spec().get("volumes", [])
+    }
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
     assert data_dir == dockerfile_env()["HERALD_DATA_DIR"]
 
@@ -781,7 +877,11 @@ def test_statefulset_runs_as_the_image_user_and_stops_gracefully() -> None:
     # Docker-link variables that would land in HERALD_*, and has time to
     # commit and flush on SIGTERM
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["fsGroup"] == dockerfile_user_id()
+    assert (
+        pod["securityContext"]["runAsUser"]
+        == pod["securityContext"]["fsGroup"]
+        == dockerfile_user_id()
+    )
     assert pod["enableServiceLinks"] is False
     assert pod["terminationGracePeriodSeconds"] == 60
 
@@ -789,7 +889,9 @@ def test_statefulset_runs_as_the_image_user_and_stops_gracefully() -> None:
 def test_statefulset_sets_resource_requests_within_limits() -> None:
     resources = worker_container()["resources"]
     for resource in ("cpu", "memory"):
-        assert quantity(resources["requests"][resource]) <= quantity(resources["limits"][resource]), resource
+        assert quantity(resources["requests"][resource]) <= quantity(
+            resources["limits"][resource]
+        ), resource
 
 
 def test_services_reach_the_worker_web_port() -> None:
@@ -801,7 +903,9 @@ def test_services_reach_the_worker_web_port() -> None:
     for svc in k8s_objects("Service"):
         assert svc["spec"]["selector"].items() <= labels.items(), svc["metadata"]["name"]
         for port in svc["spec"]["ports"]:
-            assert container_port(worker_container(), port.get("targetPort", port["port"])) == web_port
+            assert (
+                container_port(worker_container(), port.get("targetPort", port["port"])) == web_port
+            )
 
 
 def test_statefulset_is_governed_by_a_headless_service_beside_a_clusterip_one() -> None:
@@ -811,7 +915,11 @@ def test_statefulset_is_governed_by_a_headless_service_beside_a_clusterip_one() 
 
     # Then the StatefulSet's service is headless and another balances the API
     assert governing["clusterIP"] == "None"
-    assert [s for s in services.values() if s.get("type", "ClusterIP") == "ClusterIP" and s.get("clusterIP") != "None"]
+    assert [
+        s
+        for s in services.values()
+        if s.get("type", "ClusterIP") == "ClusterIP" and s.get("clusterIP") != "None"
+    ]
 
 
 def test_disruption_budget_covers_the_workers() -> None:
@@ -819,3 +927,44 @@ def test_disruption_budget_covers_the_workers() -> None:
     budget = k8s_object("PodDisruptionBudget")["spec"]
     assert budget["selector"]["matchLabels"].items() <= labels.items()
     assert budget["maxUnavailable"] == 1
+
+
+def test_statefulset_migrates_the_database_before_each_worker_starts() -> None:
+    # Given the pod's init containers and its worker container
+    (migrate,) = worker_pod_spec()["initContainers"]
+    worker = worker_container()
+
+    # Then the same image migrates with the same settings first
+    assert migrate["command"] == ["herald", "db", "migrate"]
+    assert migrate["image"] == worker["image"]
+    assert migrate["envFrom"] == worker["envFrom"]
+
+
+# --- the commands the deployments run ---------------------------------------
+
+
+def deployed_commands() -> list[Any]:
+    """Every command line a deployment starts, named by where it comes from."""
+    commands = [("Dockerfile CMD", json.loads(i.args)) for i in final_stage() if i.keyword == "CMD"]
+    commands += [
+        (f"compose {name}", svc["command"])
+        for name, svc in compose()["services"].items()
+        if "command" in svc
+    ]
+    pod = worker_pod_spec()
+    commands += [
+        (f"k8s {c['name']}", c["command"])
+        for c in pod.get("initContainers", []) + pod["containers"]
+    ]
+    return [pytest.param(argv, id=f"{where}: {' '.join(argv)}") for where, argv in commands]
+
+
+@pytest.mark.parametrize("argv", deployed_commands())
+def test_deployed_command_exists_in_the_cli(argv: list[str]) -> None:
+    # Given a command the image, compose or the StatefulSet runs
+    # When herald's CLI is asked for its help
+    result = CliRunner().invoke(herald_cli, [*argv[1:], "--help"])
+
+    # Then it is the installed console script, and the subcommand exists
+    assert argv[0] in pyproject()["project"]["scripts"]
+    assert result.exit_code == 0, result.output
