@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import glob
+import hashlib
 import os
 import shutil
 import signal
@@ -90,6 +91,11 @@ def _claim_port(port: int, what: str) -> None:
                          f"process (choose other ports with --kafka-port/--pg-port)")
 
 
+def _reachable_by(user: str, path: Path) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return _run(["test", "-x", str(path)], user=user, check=False).returncode == 0
+
+
 def postgres_bin_dir() -> Path | None:
     """Debian's newest PostgreSQL server binaries, if installed."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
@@ -139,7 +145,18 @@ class DevStack:
 
     @property
     def pg_dir(self) -> Path:
-        return self.root / "postgres"
+        """Where the PostgreSQL cluster lives: ``<root>/postgres``, or where it can.
+
+        As root the server runs as Debian's ``postgres`` account, which must be
+        able to reach its data folder. A clone under a private folder (mktemp
+        makes them 0700) is out of its reach; the cluster then lives in
+        ``/var/tmp/herald-<hash>/`` and ``<root>/postgres`` points there.
+        """
+        inside = self.root / "postgres"
+        if inside.is_symlink() or os.geteuid() != 0 or _reachable_by("postgres", self.root):
+            return inside.resolve() if inside.is_symlink() else inside
+        digest = hashlib.sha1(str(self.root).encode()).hexdigest()[:12]
+        return Path("/var/tmp") / f"herald-{digest}" / "postgres"
 
     @property
     def env_file(self) -> Path:
@@ -172,6 +189,8 @@ class DevStack:
             self.down(echo=echo)
             for path in (self.kafka_dir / "data", self.pg_dir, self.root / "data"):
                 shutil.rmtree(path, ignore_errors=True)
+            if (self.root / "postgres").is_symlink():
+                (self.root / "postgres").unlink()
         self.root.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         self._start_kafka(echo)
@@ -324,6 +343,9 @@ class DevStack:
             return
         _claim_port(self.pg_port, "postgresql")
         self.pg_dir.mkdir(parents=True, exist_ok=True)
+        link = self.root / "postgres"
+        if link != self.pg_dir and not link.exists():
+            link.symlink_to(self.pg_dir)
         if user:
             shutil.chown(self.pg_dir, user, user)
         if not (data / "PG_VERSION").exists():

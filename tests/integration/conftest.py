@@ -115,7 +115,10 @@ def stack_env() -> Iterator[dict[str, str]]:
     args = ["--dir", str(STACK_DIR), "--kafka-port", str(KAFKA_PORT), "--pg-port", str(PG_PORT)]
     up = subprocess.run(herald_command("dev", "up", "--fresh", *args), cwd=ROOT,
                         capture_output=True, text=True, timeout=600)
-    assert up.returncode == 0, f"herald dev up failed:\n{up.stdout}\n{up.stderr}"
+    if up.returncode != 0:
+        subprocess.run(herald_command("dev", "down", "--dir", str(STACK_DIR)), cwd=ROOT,
+                       capture_output=True, timeout=120)
+        raise AssertionError(f"herald dev up failed:\n{up.stdout}\n{up.stderr}")
     env = dict(os.environ)
     for line in (STACK_DIR / "herald.env").read_text().splitlines():
         name, _, value = line.removeprefix("export ").partition("=")

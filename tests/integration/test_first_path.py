@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from rules.partitioning import partition_for
 from tests.integration.conftest import eventually, produce, read_topic
@@ -154,3 +157,28 @@ async def test_table_lookup_is_answered_with_raw_user_keys(worker, producer, uni
         return body if status == 200 else None
     body = await eventually(visible, what="contacts visible through the table view")
     assert body["value"]["email"] == "t@example.org"
+
+
+async def test_table_changelog_keys_are_raw_user_ids_on_the_topic_partition(
+        worker, worker_env, producer, unique):
+    # Given a user update keyed by the raw user id
+    user = f"u-{unique}"
+    await produce(producer, "user-updates", user, {"user_id": user, "email": "c@example.org"})
+    # Then the contacts changelog holds the same raw key on the same partition,
+    # so table routing and recovery hash exactly what the topics hash
+    consumer = AIOKafkaConsumer("herald-contacts-changelog",
+                                bootstrap_servers=worker_env["HERALD_KAFKA_BOOTSTRAP"],
+                                auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    try:
+        async def find():
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    if record.key == user.encode():
+                        return record
+            return None
+        record = await eventually(find, what="the changelog record of the update")
+    finally:
+        await consumer.stop()
+    assert record.partition == partition_for(user, 8)
+    assert json.loads(record.value)["email"] == "c@example.org"
