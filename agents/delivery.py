@@ -7,17 +7,13 @@ so nothing is dropped silently.
 
 from __future__ import annotations
 
-import logging
-
 from faust.types import EventT, StreamT
 
-from agents.emitters import dead_letter, emit_status
+from agents.emitters import dead_letter, emit_status, handle_each
 from app.context import Herald
 from app.errors import DeliveryError
 from providers.base import Provider
 from schemas.records import Delivery
-
-logger = logging.getLogger("herald.agents.delivery")
 
 
 def register(herald: Herald) -> None:
@@ -29,12 +25,8 @@ def register(herald: Herald) -> None:
 def _register_channel(herald: Herald, channel: str, topic: object, provider: Provider) -> None:
     @herald.app.agent(topic, name=f"deliver-{channel}")
     async def deliver(stream: StreamT) -> None:
-        async for event in stream.events():
-            try:
-                await deliver_one(herald, provider, event)
-            except Exception as exc:  # noqa: BLE001 - an escaped exception is a lost message
-                logger.exception("delivery failed on %s", event.message.tp)
-                await dead_letter(herald, event.message, "delivery error", error=repr(exc))
+        await handle_each(herald, stream, lambda event: deliver_one(herald, provider, event),
+                          "delivery error")
 
 
 async def deliver_one(herald: Herald, provider: Provider, event: EventT) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
-from faust.types import Message
+from faust.types import EventT, Message, StreamT
 
 from app.context import Herald
 from schemas.parsing import now_iso
@@ -66,3 +66,18 @@ async def dead_letter(
         delivery=delivery.asdict() if delivery is not None else None,
     )
     await herald.topics.dlq.send(key=key, value=letter)
+
+
+async def handle_each(herald: Herald, stream: StreamT, handle: Callable[[EventT], Awaitable[None]],
+                      failure_reason: str) -> None:
+    """Run ``handle`` on every event; one that raises is dead-lettered, never lost.
+
+    Faust acks an event whose handler raised, so an exception escaping the
+    loop would lose the message and stop the agent.
+    """
+    async for event in stream.events():
+        try:
+            await handle(event)
+        except Exception as exc:  # noqa: BLE001 - an escaped exception is a lost message
+            logger.exception("%s on %s", failure_reason, event.message.tp)
+            await dead_letter(herald, event.message, failure_reason, error=repr(exc))

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-
 from faust.types import EventT, StreamT
 
-from agents.emitters import dead_letter
+from agents.emitters import dead_letter, handle_each
 from agents.placement import forward_if_misplaced
 from app.context import Herald
 from app.errors import InvalidEvent
 from schemas.parsing import parse_user_update
 from tables.profile import apply_contacts, apply_preferences
-
-logger = logging.getLogger("herald.agents.profile")
 
 
 def register(herald: Herald) -> None:
@@ -21,12 +17,8 @@ def register(herald: Herald) -> None:
 
     @herald.app.agent(herald.topics.user_updates, name="profile")
     async def profile(stream: StreamT) -> None:
-        async for event in stream.events():
-            try:
-                await apply_update(herald, event)
-            except Exception as exc:  # noqa: BLE001 - an escaped exception is a lost message
-                logger.exception("profile update failed on %s", event.message.tp)
-                await dead_letter(herald, event.message, "profile error", error=repr(exc))
+        await handle_each(herald, stream, lambda event: apply_update(herald, event),
+                          "profile error")
 
 
 async def apply_update(herald: Herald, event: EventT) -> None:

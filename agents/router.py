@@ -14,7 +14,7 @@ import time
 
 from faust.types import EventT, StreamT
 
-from agents.emitters import dead_letter, emit_status
+from agents.emitters import dead_letter, emit_status, handle_each
 from agents.placement import forward_if_misplaced
 from app.context import Herald
 from app.errors import InvalidEvent
@@ -35,12 +35,7 @@ def register(herald: Herald) -> None:
 
     @herald.app.agent(herald.topics.notifications, name="router")
     async def router(stream: StreamT) -> None:
-        async for event in stream.events():
-            try:
-                await route(herald, event)
-            except Exception as exc:  # noqa: BLE001 - an escaped exception is a lost message
-                logger.exception("router failed on %s", event.message.tp)
-                await dead_letter(herald, event.message, "router error", error=repr(exc))
+        await handle_each(herald, stream, lambda event: route(herald, event), "router error")
 
 
 async def route(herald: Herald, event: EventT) -> None:

@@ -39,32 +39,20 @@ def _database_url(raw: str) -> str:
     return raw
 
 
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value < 1:
-        raise ValueError("must be a positive integer")
-    return value
+def _at_least(cast: Callable[[str], T], low: float, message: str,
+              high: float = float("inf")) -> Callable[[str], T]:
+    def parse(raw: str) -> T:
+        value = cast(raw)
+        if not low <= value <= high:  # type: ignore[operator]
+            raise ValueError(message)
+        return value
+    return parse
 
 
-def _port(raw: str) -> int:
-    value = int(raw)
-    if not 0 < value < 65536:
-        raise ValueError("must be a TCP port (1-65535)")
-    return value
-
-
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if value <= 0:
-        raise ValueError("must be a positive number")
-    return value
-
-
-def _non_negative_float(raw: str) -> float:
-    value = float(raw)
-    if value < 0:
-        raise ValueError("must be zero or more")
-    return value
+_positive_int = _at_least(int, 1, "must be a positive integer")
+_port = _at_least(int, 1, "must be a TCP port (1-65535)", 65535)
+_positive_float = _at_least(float, 1e-9, "must be a positive number")
+_non_negative_float = _at_least(float, 0, "must be zero or more")
 
 
 def _store(raw: str) -> str:
