@@ -17,13 +17,13 @@ from schemas.records import Delivery
 
 
 def register(herald: Herald) -> None:
-    """Declare one delivery agent per channel on the app."""
-    for channel, topic in herald.topics.deliveries.items():
-        _register_channel(herald, channel, topic, herald.providers[channel])
+    """Declare one delivery agent per channel and lane on the app."""
+    for (channel, lane), topic in herald.topics.deliveries.items():
+        _register_channel(herald, f"deliver-{channel}-{lane}", topic, herald.providers[channel])
 
 
-def _register_channel(herald: Herald, channel: str, topic: object, provider: Provider) -> None:
-    @herald.app.agent(topic, name=f"deliver-{channel}")
+def _register_channel(herald: Herald, name: str, topic: object, provider: Provider) -> None:
+    @herald.app.agent(topic, name=name)
     async def deliver(stream: StreamT) -> None:
         await handle_each(herald, stream, lambda event: deliver_one(herald, provider, event),
                           "delivery error")

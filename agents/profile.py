@@ -9,6 +9,7 @@ from agents.placement import forward_if_misplaced
 from app.context import Herald
 from app.errors import InvalidEvent
 from schemas.parsing import parse_user_update
+from schemas.records import MembershipChanged
 from tables.profile import apply_contacts, apply_preferences
 
 
@@ -35,3 +36,8 @@ async def apply_update(herald: Herald, event: EventT) -> None:
     preferences = apply_preferences(tables.preferences.get(update.user_id), update)
     if preferences is not None:
         tables.preferences[update.user_id] = preferences
+    changes = [(audience, True) for audience in update.subscribe]
+    changes += [(audience, False) for audience in update.unsubscribe]
+    for audience, member in changes:
+        await herald.topics.memberships.send(key=audience, value=MembershipChanged(
+            audience=audience, user_id=update.user_id, member=member))

@@ -12,18 +12,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from app.settings import Settings
-from app.topics import DELIVERY_EVENTS, DLQ, NOTIFICATIONS, PRESENCE, USER_UPDATES, delivery_topic_name
-from schemas.records import CHANNELS
+from app.topics import all_topic_names
 
 
 class TopicMismatch(RuntimeError):
     """An existing topic has a partition count that breaks co-partitioning."""
-
-
-def topic_names() -> list[str]:
-    """Every topic herald reads or writes."""
-    return [NOTIFICATIONS, USER_UPDATES, PRESENCE, DELIVERY_EVENTS, DLQ,
-            *(delivery_topic_name(channel) for channel in CHANNELS)]
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
@@ -33,7 +26,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = topic_names()
+        wanted = all_topic_names()
         missing = [name for name in wanted if name not in existing]
         created = []
         for name in missing:

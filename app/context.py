@@ -10,6 +10,7 @@ from app.settings import Settings
 from app.store import Store
 from app.topics import Topics
 from providers.base import Provider
+from rules.templates import TemplateCatalog
 from tables.declarations import Tables
 
 
@@ -23,3 +24,4 @@ class Herald:
     tables: Tables
     store: Store
     providers: dict[str, Provider]
+    templates: TemplateCatalog

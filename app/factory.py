@@ -7,7 +7,7 @@ import logging
 import faust
 from mode import Service
 
-from agents import delivery, profile, recorder, router
+from agents import audience, delivery, housekeeping, intake, presence, profile, recorder, router
 from app import web
 from app.context import Herald
 from app.settings import Settings
@@ -15,6 +15,7 @@ from app.store import Store
 from app.topics import Topics
 from providers import load_provider
 from providers.base import Provider
+from rules.templates import load_catalog
 from schemas.records import CHANNELS
 from tables.declarations import Tables
 
@@ -83,8 +84,9 @@ def create_herald(settings: Settings, providers: dict[str, Provider] | None = No
         tables=Tables.declare(app, settings),
         store=Store(settings.database_url),
         providers=providers or create_providers(),
+        templates=load_catalog(settings.templates_dir, default_locale=settings.default_locale),
     )
-    for module in (profile, router, delivery, recorder):
+    for module in (intake, profile, presence, audience, router, housekeeping, delivery, recorder):
         module.register(herald)
     web.register(herald)
     app.service(Resources(herald))  # type: ignore[arg-type]

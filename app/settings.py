@@ -8,9 +8,12 @@ starts half-configured. Nothing else in herald reads the environment.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
+
+from rules.digest import parse_digest_categories
+from tables.ratelimit import parse_rate_policies
 
 PREFIX = "HERALD_"
 STORES = ("rocksdb", "memory")
@@ -78,6 +81,12 @@ def _read(
         raise SettingsError(f"{variable}={raw!r} is invalid: {exc}") from exc
 
 
+def _optional(env: Mapping[str, str], name: str, parse: Callable[[str], T]) -> T | dict[str, Any]:
+    if not env.get(PREFIX + name):
+        return {}
+    return _read(env, name, parse)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a herald process needs to know, read once at start-up."""
@@ -95,6 +104,12 @@ class Settings:
     store: str = "rocksdb"
     dedup_window_seconds: float = 24 * 3600.0
     profile_grace_seconds: float = 2.0
+    templates_dir: Path = Path("templates")
+    default_locale: str = "en"
+    sms_max_segments: int = 3
+    rate_limits: Mapping[str, Any] = field(default_factory=dict)
+    digest_categories: Mapping[str, float] = field(default_factory=dict)
+    tick_seconds: float = 1.0
     log_level: str = "info"
 
     @classmethod
@@ -119,6 +134,12 @@ class Settings:
             store=_read(env, "STORE", _store, "rocksdb"),
             dedup_window_seconds=_read(env, "DEDUP_WINDOW_SECONDS", _positive_float, "86400"),
             profile_grace_seconds=_read(env, "PROFILE_GRACE_SECONDS", _non_negative_float, "2"),
+            templates_dir=_read(env, "TEMPLATES_DIR", Path, "templates"),
+            default_locale=_read(env, "DEFAULT_LOCALE", str, "en"),
+            sms_max_segments=_read(env, "SMS_MAX_SEGMENTS", _positive_int, "3"),
+            rate_limits=_read(env, "RATE_LIMITS", parse_rate_policies, "default=100/minute:defer"),
+            digest_categories=_optional(env, "DIGEST_CATEGORIES", parse_digest_categories),
+            tick_seconds=_read(env, "TICK_SECONDS", _positive_float, "1"),
             log_level=_read(env, "LOG_LEVEL", str, "info"),
         )
 

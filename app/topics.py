@@ -15,18 +15,42 @@ import faust
 from faust.types import TopicT
 
 from app.settings import Settings
-from schemas.records import CHANNELS, DeadLetter, Delivery, DeliveryEvent
+from schemas.records import (
+    CHANNELS,
+    LANES,
+    DeadLetter,
+    Delivery,
+    DeliveryEvent,
+    FanOut,
+    MembershipChanged,
+    Notification,
+)
 
 NOTIFICATIONS = "notifications"
 USER_UPDATES = "user-updates"
 PRESENCE = "presence"
 DELIVERY_EVENTS = "delivery-events"
 DLQ = "deliveries.dlq"
+FANOUT = "audiences.fanout"
+MEMBERSHIPS = "audiences.members"
+TICKS = "herald.ticks"
 
 
-def delivery_topic_name(channel: str) -> str:
-    """The topic a channel's delivery agent consumes."""
-    return f"deliveries.{channel}"
+def lane_topic_name(lane: str) -> str:
+    """The validated notifications of one priority lane, keyed by user."""
+    return f"notifications.{lane}"
+
+
+def delivery_topic_name(channel: str, lane: str = "bulk") -> str:
+    """The topic a channel's delivery agent consumes; critical/high ride ``.urgent``."""
+    return f"deliveries.{channel}" if lane == "bulk" else f"deliveries.{channel}.{lane}"
+
+
+def all_topic_names() -> list[str]:
+    """Every topic herald reads or writes, for creating them before a worker subscribes."""
+    return [NOTIFICATIONS, USER_UPDATES, PRESENCE, DELIVERY_EVENTS, DLQ, FANOUT, MEMBERSHIPS,
+            TICKS, *(lane_topic_name(lane) for lane in LANES),
+            *(delivery_topic_name(channel, lane) for channel in CHANNELS for lane in LANES)]
 
 
 @dataclass(frozen=True)
@@ -36,9 +60,13 @@ class Topics:
     notifications: TopicT
     user_updates: TopicT
     presence: TopicT
-    deliveries: dict[str, TopicT]
+    lanes: dict[str, TopicT]
+    deliveries: dict[tuple[str, str], TopicT]
     delivery_events: TopicT
     dlq: TopicT
+    fanout: TopicT
+    memberships: TopicT
+    ticks: TopicT
 
     @classmethod
     def declare(cls, app: faust.App, settings: Settings) -> "Topics":
@@ -60,7 +88,12 @@ class Topics:
             notifications=topic(NOTIFICATIONS, bytes),
             user_updates=topic(USER_UPDATES, bytes),
             presence=topic(PRESENCE, bytes),
-            deliveries={channel: topic(delivery_topic_name(channel), Delivery) for channel in CHANNELS},
+            lanes={lane: topic(lane_topic_name(lane), Notification) for lane in LANES},
+            deliveries={(channel, lane): topic(delivery_topic_name(channel, lane), Delivery)
+                        for channel in CHANNELS for lane in LANES},
             delivery_events=topic(DELIVERY_EVENTS, DeliveryEvent),
             dlq=topic(DLQ, DeadLetter),
+            fanout=topic(FANOUT, FanOut),
+            memberships=topic(MEMBERSHIPS, MembershipChanged),
+            ticks=topic(TICKS, float),
         )

@@ -55,9 +55,7 @@ def register(herald: Herald) -> None:
 
 
 def _tables(herald: Herald) -> dict[str, TableT]:
-    tables = herald.tables
-    return {table.name: table for table in
-            (tables.contacts, tables.preferences, tables.presence, tables.dedup)}
+    return herald.tables.by_name()
 
 
 def _table_view(herald: Herald, name: str, table: TableT) -> None:

@@ -91,3 +91,19 @@ def resolve_channels(
             continue
         routes.append(Route(channel, address))
     return ChannelDecision(tuple(routes), tuple(suppressed))
+
+
+def apply_presence(decision: ChannelDecision, *, online: bool,
+                   push_when_online: bool) -> ChannelDecision:
+    """Router step 4: an online user gets in-app now instead of push.
+
+    Push is kept for an online user who asked for both, or when in-app is
+    not among the routes. An offline user gets push, and the in-app copy
+    waits in the inbox for the next visit.
+    """
+    channels = {route.channel for route in decision.routes}
+    if not online or push_when_online or "push" not in channels or "inapp" not in channels:
+        return decision
+    routes = tuple(route for route in decision.routes if route.channel != "push")
+    skipped = Suppressed("push", "user is online: delivered in-app instead")
+    return ChannelDecision(routes, (*decision.suppressed, skipped))

@@ -18,8 +18,10 @@ from app.errors import InvalidEvent
 from schemas.records import (
     CHANNELS,
     PRIORITIES,
+    PRESENCE_EVENTS,
     PUSH_PLATFORMS,
     Notification,
+    PresenceChanged,
     Preferences,
     PushToken,
     UserUpdate,
@@ -128,7 +130,8 @@ def _object(obj: Mapping[str, Any], name: str) -> dict[str, Any] | None:
 def parse_notification(raw: bytes | str | None) -> Notification:
     """Validate a ``notifications`` record and fill in its defaults."""
     obj = decode_object(raw)
-    user_id = _text(obj, "user_id", required=True)
+    audience = _text(obj, "audience")
+    user_id = _text(obj, "user_id", required=audience is None) or ""
     title = _text(obj, "title", max_length=MAX_TEXT_LENGTH)
     body = _text(obj, "body", max_length=MAX_TEXT_LENGTH)
     template = _text(obj, "template")
@@ -150,7 +153,7 @@ def parse_notification(raw: bytes | str | None) -> Notification:
         idempotency_key=_text(obj, "idempotency_key"),
         send_at=_timestamp(obj, "send_at"),
         expires_at=_timestamp(obj, "expires_at"),
-        audience=_text(obj, "audience"),
+        audience=audience,
     )
 
 
@@ -205,13 +208,17 @@ def _preferences(obj: Mapping[str, Any]) -> Preferences | None:
             if not isinstance(allowed, bool):
                 raise InvalidEvent(f"preferences.categories.{category}.{channel}: expected true/false")
         categories[category] = dict(channels)
+    push_when_online = prefs.get("push_when_online", False)
+    if not isinstance(push_when_online, bool):
+        raise InvalidEvent("preferences.push_when_online: expected true/false")
     quiet = _object(prefs, "quiet_hours")
     if quiet is not None:
         for bound in ("start", "end"):
             if not isinstance(quiet.get(bound), str) or not HH_MM.match(quiet[bound]):
                 raise InvalidEvent(f"preferences.quiet_hours.{bound}: expected HH:MM")
         quiet = {"start": quiet["start"], "end": quiet["end"]}
-    return Preferences(categories=categories, quiet_hours=quiet)
+    return Preferences(categories=categories, quiet_hours=quiet,
+                       push_when_online=push_when_online)
 
 
 def _channel_or_fail(where: str, channel: str) -> None:
@@ -224,6 +231,7 @@ def _channel_or_fail(where: str, channel: str) -> None:
 def parse_user_update(raw: bytes | str | None) -> UserUpdate:
     """Validate a ``user-updates`` record; absent fields stay ``None``."""
     obj = decode_object(raw)
+    topics = _object(obj, "topics") or {}
     return UserUpdate(
         user_id=_text(obj, "user_id", required=True),
         email=_email(obj),
@@ -233,4 +241,23 @@ def parse_user_update(raw: bytes | str | None) -> UserUpdate:
         timezone=_timezone(obj),
         locale=_text(obj, "locale", max_length=35),
         preferences=_preferences(obj),
+        subscribe=_list(topics, "subscribe", _audience_name) or [],
+        unsubscribe=_list(topics, "unsubscribe", _audience_name) or [],
+    )
+
+
+def _audience_name(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+        raise InvalidEvent(f"expected audience names (non-empty strings), got {value!r}")
+    return value
+
+
+def parse_presence(raw: bytes | str | None) -> PresenceChanged:
+    """Validate a ``presence`` record from a gateway."""
+    obj = decode_object(raw)
+    return PresenceChanged(
+        user_id=_text(obj, "user_id", required=True),
+        node_id=_text(obj, "node_id", required=True),
+        event=_choice(obj, "event", PRESENCE_EVENTS, "heartbeat"),
+        at=_timestamp(obj, "at") or now_iso(),
     )

@@ -14,6 +14,9 @@ import faust
 CHANNELS = ("push", "email", "sms", "inapp")
 PRIORITIES = ("critical", "high", "normal", "low")
 PUSH_PLATFORMS = ("fcm", "apns")
+URGENT_PRIORITIES = ("critical", "high")
+LANES = ("urgent", "bulk")
+PRESENCE_EVENTS = ("connect", "disconnect", "heartbeat")
 
 
 class Model(faust.Record, abstract=True, include_metadata=False, serializer="json"):
@@ -39,6 +42,15 @@ class Notification(Model):
     send_at: Optional[str] = None
     expires_at: Optional[str] = None
     audience: Optional[str] = None
+    #: Internal, never read from producers: set when the scheduler releases a
+    #: held notification (dedup and holds are behind it) and on digests.
+    released: bool = False
+    digest: bool = False
+
+    @property
+    def lane(self) -> str:
+        """The transport lane: critical and high never wait behind normal and low."""
+        return "urgent" if self.priority in URGENT_PRIORITIES else "bulk"
 
 
 class PushToken(Model):
@@ -67,6 +79,7 @@ class Preferences(Model):
 
     categories: Dict[str, Dict[str, bool]] = {}  # noqa: RUF012
     quiet_hours: Optional[Dict[str, str]] = None
+    push_when_online: bool = False
 
 
 class UserUpdate(Model):
@@ -83,6 +96,33 @@ class UserUpdate(Model):
     timezone: Optional[str] = None
     locale: Optional[str] = None
     preferences: Optional[Preferences] = None
+    subscribe: List[str] = []  # noqa: RUF012
+    unsubscribe: List[str] = []  # noqa: RUF012
+
+
+class PresenceChanged(Model):
+    """A gateway session of a user connected, disconnected or is still alive."""
+
+    user_id: str
+    node_id: str
+    event: str
+    at: str
+
+
+class MembershipChanged(Model):
+    """A user joined or left an audience (keyed by the audience name)."""
+
+    audience: str
+    user_id: str
+    member: bool
+
+
+class FanOut(Model):
+    """One audience notification to copy to every member, resumable at a cursor."""
+
+    notification: Dict[str, Any]
+    after: Optional[str] = None
+    copied: int = 0
 
 
 class Delivery(Model):
@@ -102,6 +142,7 @@ class Delivery(Model):
     fallback: List[str] = []  # noqa: RUF012
     attempt: int = 1
     not_before: Optional[str] = None
+    html: Optional[str] = None
 
 
 class DeliveryEvent(Model):

@@ -20,6 +20,10 @@ class Tables:
     preferences: TableT
     presence: TableT
     dedup: TableT
+    scheduled: TableT
+    rate: TableT
+    digests: TableT
+    audiences: TableT
 
     @classmethod
     def declare(cls, app: faust.App, settings: Settings) -> "Tables":
@@ -45,4 +49,16 @@ class Tables:
             preferences=table("preferences", Preferences, "What each user agreed to receive"),
             presence=table("presence", None, "Which gateway nodes hold each user's sessions"),
             dedup=table("dedup", None, "Idempotency keys and when their window ends"),
+            scheduled=table("scheduled", None, "Notifications held until a time (quiet hours, "
+                            "send_at, rate limits)"),
+            rate=table("rate", None, "Token buckets per user and channel, and per category"),
+            digests=table("digests", None, "Low-priority notifications batched per user and "
+                          "category"),
+            audiences=table("audiences", None, "Audience members, keyed audience\x1fuser"),
         )
+
+    def by_name(self) -> dict[str, TableT]:
+        """The tables by their names, for inspection."""
+        return {table.name: table for table in (
+            self.contacts, self.preferences, self.presence, self.dedup, self.scheduled,
+            self.rate, self.digests, self.audiences)}

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-SEPARATOR = "\x1f"
+from tables.keys import compose
 
 
 def dedup_key(user_id: str, idempotency_key: str) -> str:
     """The ``dedup`` table key of a user's idempotency key."""
-    return f"{user_id}{SEPARATOR}{idempotency_key}"
+    return compose(user_id, idempotency_key)
 
 
 def claim(source: str, now: float, window_seconds: float) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rules.channels import DEFAULT_CHANNELS, needs_address, resolve_channels
+from rules.channels import DEFAULT_CHANNELS, apply_presence, needs_address, resolve_channels
 
 TOKENS = [object()]
 EVERYTHING = {"email": "a@example.org", "phone": "+33612345678", "push_tokens": TOKENS}
@@ -70,3 +70,21 @@ def test_suppression_reasons_say_why():
                          [(["inapp"], False), (["inapp", "email"], True), (None, True)])
 def test_needs_address(wanted, expected):
     assert needs_address(wanted) is expected
+
+
+@pytest.mark.parametrize(("wanted", "online", "both", "routed"), [
+    (["push", "inapp"], True, False, ["inapp"]),
+    (["push", "inapp"], True, True, ["push", "inapp"]),
+    (["push", "inapp"], False, False, ["push", "inapp"]),
+    (["push"], True, False, ["push"]),          # no in-app wanted: push still goes
+    (["inapp", "email"], True, False, ["inapp", "email"]),
+])
+def test_presence_picks_inapp_for_online_users(wanted, online, both, routed):
+    # Given channels resolved for a user with a push token
+    decision = decide(wanted, **EVERYTHING)
+    # When presence is applied
+    after = apply_presence(decision, online=online, push_when_online=both)
+    # Then an online user gets in-app instead of push unless they asked for both
+    assert [r.channel for r in after.routes] == routed
+    if "push" in wanted and "push" not in routed:
+        assert after.suppressed[-1].reason == "user is online: delivered in-app instead"
