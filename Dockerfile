@@ -48,6 +48,8 @@ RUN groupadd --system --gid 10001 herald \
  && install -d -o herald -g herald -m 0750 /var/lib/herald
 
 COPY --from=build /opt/venv /opt/venv
+# Notification templates are data, read at start-up from HERALD_TEMPLATES_DIR.
+COPY templates /opt/herald/templates
 
 # Faust's own default binds every interface; herald's default is loopback so
 # a developer's worker is not reachable from the network. Inside a container
@@ -58,7 +60,8 @@ COPY --from=build /opt/venv /opt/venv
 # volume there, or every restart rebuilds the tables from the changelogs.
 ENV HERALD_WEB_BIND=0.0.0.0 \
     HERALD_WEB_PORT=6066 \
-    HERALD_DATA_DIR=/var/lib/herald
+    HERALD_DATA_DIR=/var/lib/herald \
+    HERALD_TEMPLATES_DIR=/opt/herald/templates
 
 # No VOLUME instruction on purpose: it would leave an anonymous volume behind
 # every `docker run` and has no effect on Kubernetes; mount one explicitly.

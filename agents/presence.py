@@ -7,10 +7,9 @@ from datetime import datetime
 
 from faust.types import EventT, StreamT
 
-from agents.emitters import dead_letter, handle_each
-from agents.placement import forward_if_misplaced
+from agents.emitters import handle_each
+from agents.placement import parse_on_owner
 from app.context import Herald
-from app.errors import InvalidEvent
 from schemas.parsing import parse_presence
 from tables.presence import apply_presence
 
@@ -26,12 +25,9 @@ def register(herald: Herald) -> None:
 
 async def record_presence(herald: Herald, event: EventT) -> None:
     """Apply one presence record."""
-    try:
-        change = parse_presence(event.message.value)
-    except InvalidEvent as exc:
-        await dead_letter(herald, event.message, "invalid presence", error=str(exc))
-        return
-    if await forward_if_misplaced(herald, herald.topics.presence, event, change.user_id):
+    change = await parse_on_owner(herald, herald.topics.presence, event, parse_presence,
+                                  "presence")
+    if change is None:
         return
     table = herald.tables.presence
     table[change.user_id] = apply_presence(

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from faust.types import EventT, StreamT
 
-from agents.emitters import dead_letter, handle_each
-from agents.placement import forward_if_misplaced
+from agents.emitters import handle_each
+from agents.placement import parse_on_owner
 from app.context import Herald
-from app.errors import InvalidEvent
 from schemas.parsing import parse_user_update
 from schemas.records import MembershipChanged
 from tables.profile import apply_contacts, apply_preferences
@@ -24,12 +23,9 @@ def register(herald: Herald) -> None:
 
 async def apply_update(herald: Herald, event: EventT) -> None:
     """Apply one ``user-updates`` record."""
-    try:
-        update = parse_user_update(event.message.value)
-    except InvalidEvent as exc:
-        await dead_letter(herald, event.message, "invalid user update", error=str(exc))
-        return
-    if await forward_if_misplaced(herald, herald.topics.user_updates, event, update.user_id):
+    update = await parse_on_owner(herald, herald.topics.user_updates, event, parse_user_update,
+                                  "user update")
+    if update is None:
         return
     tables = herald.tables
     tables.contacts[update.user_id] = apply_contacts(tables.contacts.get(update.user_id), update)

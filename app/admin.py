@@ -1,7 +1,10 @@
 """Creating herald's topics before a worker subscribes to them.
 
-Faust creates only its internal topics (changelogs); a source topic missing
-at subscription time is ignored until a later rebalance. Co-partitioning also
+Faust creates only its internal topics, and only once it starts: a topic
+missing from the metadata when the consumer group assigns partitions is
+ignored until a later rebalance, so a table whose changelog was created a
+moment too late has no partitions on any worker. Every topic, changelogs
+included, is therefore created here and waited for before Faust starts. Co-partitioning also
 needs every user-keyed topic to have the same partition count, which is
 checked here so that a mismatch fails at start-up instead of misrouting.
 """
@@ -11,8 +14,15 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+import asyncio
+import time
+
 from app.settings import Settings
 from app.topics import all_topic_names
+from tables.declarations import TABLE_NAMES, changelog_topic_name
+
+#: How long to wait for created topics to show up in the broker's metadata.
+VISIBLE_TIMEOUT_SECONDS = 30.0
 
 
 class TopicMismatch(RuntimeError):
@@ -26,16 +36,21 @@ async def ensure_topics(settings: Settings) -> list[str]:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = all_topic_names()
+        changelogs = {changelog_topic_name(settings.app_id, table) for table in TABLE_NAMES}
+        wanted = [*all_topic_names(), *sorted(changelogs)]
         missing = [name for name in wanted if name not in existing]
         created = []
         for name in missing:
+            # Compacted like the changelogs Faust would create: the latest value per key.
+            configs = {"cleanup.policy": "compact"} if name in changelogs else {}
             try:
                 await admin.create_topics([NewTopic(name, settings.partitions,
-                                                    settings.replication_factor)])
+                                                    settings.replication_factor,
+                                                    topic_configs=configs)])
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass  # another worker created it meanwhile
+        await _wait_visible(admin, created, settings.partitions)
         present = [name for name in wanted if name in existing]
         for description in await admin.describe_topics(present) if present else []:
             count = len(description["partitions"])
@@ -46,3 +61,19 @@ async def ensure_topics(settings: Settings) -> list[str]:
         return created
     finally:
         await admin.close()
+
+
+async def _wait_visible(admin: AIOKafkaAdminClient, names: list[str], partitions: int) -> None:
+    """Wait until the broker's metadata shows every partition of ``names``."""
+    deadline = time.monotonic() + VISIBLE_TIMEOUT_SECONDS
+    pending = list(names)
+    while pending:
+        described = await admin.describe_topics(pending)
+        pending = [d["topic"] for d in described
+                   if d["error_code"] != 0 or len(d["partitions"]) != partitions
+                   or any(p["leader"] < 0 for p in d["partitions"])]
+        if pending and time.monotonic() > deadline:
+            raise TopicMismatch(f"topics not visible after {VISIBLE_TIMEOUT_SECONDS:.0f}s: "
+                                f"{', '.join(pending)}")
+        if pending:
+            await asyncio.sleep(0.1)

@@ -12,6 +12,16 @@ from app.settings import Settings
 from schemas.records import Contacts, Preferences
 
 
+#: Every table, by name; Faust keeps each in the ``<app id>-<name>-changelog`` topic.
+TABLE_NAMES = ("contacts", "preferences", "presence", "dedup", "scheduled", "rate", "digests",
+               "audiences")
+
+
+def changelog_topic_name(app_id: str, table: str) -> str:
+    """The changelog topic Faust uses for ``table`` of app ``app_id``."""
+    return f"{app_id}-{table}-changelog"
+
+
 @dataclass(frozen=True)
 class Tables:
     """The tables of one herald app, all keyed like the user-keyed topics."""

@@ -133,7 +133,10 @@ def stack_env() -> Iterator[dict[str, str]]:
 def worker_env(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {**stack_env, "HERALD_WEB_PORT": str(free_port()),
             "HERALD_DATA_DIR": str(tmp_path_factory.mktemp("worker-data")),
-            "HERALD_LOG_LEVEL": "info"}
+            "HERALD_LOG_LEVEL": "info",
+            # Short windows so the timed rules show within a test's deadline.
+            "HERALD_DIGEST_CATEGORIES": "digest-test=4",
+            "HERALD_RATE_LIMITS": "default=1000/minute:defer; limited=2/minute:drop; slow=1/minute:defer"}
 
 
 @pytest.fixture(scope="session")
