@@ -233,3 +233,31 @@ async def test_low_priority_notifications_of_a_digest_category_arrive_as_one(
                          ids)
     assert [row["status"] for row in batched] == ["SCHEDULED"] * 3
     assert all(row["reason"] == "batched into the digest-test digest" for row in batched)
+
+
+@pytest.mark.timeout(240)
+async def test_quiet_hours_release_when_the_window_ends(worker, producer, db, unique):
+    # Given a user whose quiet hours (in their zone, minute precision) end shortly
+    user, nid = f"u-{unique}", f"n-{unique}"
+    tokyo = timezone(timedelta(hours=9))
+    local = datetime.now(timezone.utc).astimezone(tokyo)
+    ahead = 2 if local.second >= 45 else 1
+    end_local = (local + timedelta(minutes=ahead)).replace(second=0, microsecond=0)
+    await produce(producer, "user-updates", user, {
+        "user_id": user, "timezone": "Asia/Tokyo",
+        "preferences": {"quiet_hours": {"start": (local - timedelta(minutes=5)).strftime("%H:%M"),
+                                        "end": end_local.strftime("%H:%M")}}})
+    # When a normal notification arrives inside them
+    await produce(producer, "notifications", user, {
+        "id": nid, "user_id": user, "title": "Good morning", "channels": ["inapp"]})
+
+    async def scheduled():
+        return await status_of(db, nid, "*") == "SCHEDULED"
+    await eventually(scheduled, what="held for quiet hours")
+
+    # Then the timer releases it once the window has ended, not before
+    async def sent():
+        return await db.fetchval("SELECT sent_at FROM deliveries WHERE notification_id = $1"
+                                 " AND channel = 'inapp' AND status = 'SENT'", nid)
+    sent_at = await eventually(sent, timeout=180, interval=1.0, what="release after quiet hours")
+    assert sent_at >= end_local

@@ -1,0 +1,35 @@
+"""Housekeeping touches only the rows its tick's partition owns."""
+
+from agents.housekeeping import digest_notification, rows_of
+from rules.digest import add_item, digest_id
+from rules.partitioning import partition_for
+from tables.keys import compose
+
+
+def test_rows_of_a_partition_are_the_rows_its_users_own():
+    # Given rows of many users in one table
+    table = {compose(f"u-{i}", "k"): i for i in range(200)}
+    # When each partition takes its rows
+    taken = {p: dict(rows_of(table, p, 8)) for p in range(8)}
+    # Then every row is taken exactly once, by its user's partition
+    assert sum(len(rows) for rows in taken.values()) == 200
+    for p, rows in taken.items():
+        assert all(partition_for(key.split("\x1f")[0], 8) == p for key in rows)
+
+
+def test_rows_of_may_delete_while_iterating():
+    table = {compose("u-1", str(i)): i for i in range(10)}
+    for key, _ in rows_of(table, partition_for("u-1", 8), 8):
+        del table[key]
+    assert table == {}
+
+
+def test_a_digest_becomes_one_released_low_notification():
+    batch = add_item(None, {"id": "n-1", "title": "A", "body": "a", "created_at": "t",
+                            "data": {}}, now=100.0, window=60.0)
+    digest = digest_notification(compose("u-1", "news"), batch)
+    assert (digest.user_id, digest.category, digest.priority, digest.template) == (
+        "u-1", "news", "low", "digest")
+    assert digest.released and digest.digest
+    assert digest.id == digest_id("u-1", "news", batch["window_end"])
+    assert digest.data["count"] == 1
