@@ -51,3 +51,11 @@ class InvalidRecipient(PermanentDeliveryError):
 
 class TokenUnregistered(PermanentDeliveryError):
     """The push token is no longer registered and must be removed."""
+
+    def __init__(self, message: str, tokens: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.tokens = tokens
+
+
+class ProviderDisabled(HeraldError):
+    """A provider cannot run with the given settings; the message names what is missing."""

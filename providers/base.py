@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Mapping
 
 from app.errors import DeliveryError, TransientDeliveryError
 from schemas.records import Delivery
@@ -17,10 +18,15 @@ from schemas.records import Delivery
 
 @dataclass(frozen=True)
 class Receipt:
-    """Proof that a provider accepted a delivery."""
+    """Proof that a provider accepted a delivery.
+
+    ``unregistered_tokens`` lists push tokens the provider rejected as gone
+    while it delivered to the others; herald removes them from the user.
+    """
 
     provider: str
     message_id: str
+    unregistered_tokens: tuple[str, ...] = ()
 
 
 class Provider:
@@ -30,6 +36,16 @@ class Provider:
 
     def __init__(self, timeout: float = 10.0) -> None:
         self.timeout = timeout
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Provider":
+        """Build the provider from ``HERALD_*`` settings.
+
+        Raises :class:`~app.errors.ProviderDisabled` naming the missing
+        variable, so a provider without credentials is reported at start-up
+        instead of failing at the first send.
+        """
+        return cls()
 
     async def send(self, delivery: Delivery) -> Receipt:
         """Deliver ``delivery`` or raise a :class:`~app.errors.DeliveryError`."""
