@@ -99,7 +99,7 @@ async def route(herald: Herald, event: EventT) -> None:
             notification_id=n.id, user_id=n.user_id, channel=chosen.channel,
             address=chosen.address, title=text.title, body=text.body, html=text.html,
             category=n.category, priority=n.priority, created_at=n.created_at, data=n.data,
-            fallback=n.fallback,
+            fallback=n.fallback, lane=n.lane, notification=n.asdict(),
             push_tokens=contacts.push_tokens if contacts and chosen.channel == "push" else [],
         )
         await herald.topics.deliveries[chosen.channel, n.lane].send(key=n.user_id, value=delivery)

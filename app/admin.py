@@ -37,7 +37,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
     try:
         existing = set(await admin.list_topics())
         changelogs = {changelog_topic_name(settings.app_id, table) for table in TABLE_NAMES}
-        wanted = [*all_topic_names(), *sorted(changelogs)]
+        wanted = [*all_topic_names(len(settings.retry_delays)), *sorted(changelogs)]
         missing = [name for name in wanted if name not in existing]
         created = []
         for name in missing:

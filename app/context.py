@@ -9,7 +9,7 @@ import faust
 from app.settings import Settings
 from app.store import Store
 from app.topics import Topics
-from providers.base import Provider
+from providers.channel import ChannelSender
 from rules.templates import TemplateCatalog
 from tables.declarations import Tables
 
@@ -23,5 +23,5 @@ class Herald:
     topics: Topics
     tables: Tables
     store: Store
-    providers: dict[str, Provider]
+    senders: dict[str, ChannelSender]
     templates: TemplateCatalog

@@ -13,10 +13,10 @@ from app.context import Herald
 from app.settings import Settings
 from app.store import Store
 from app.topics import Topics
-from providers import load_provider
-from providers.base import Provider
+from app import metrics
+from providers.channel import ChannelSender, build_provider
+from rules.breaker import BreakerPolicy
 from rules.templates import load_catalog
-from schemas.records import CHANNELS
 from tables.declarations import Tables
 
 logger = logging.getLogger("herald.app")
@@ -49,10 +49,15 @@ def create_faust_app(settings: Settings) -> faust.App:
     )
 
 
-def create_providers(names: dict[str, str] | None = None) -> dict[str, Provider]:
-    """One provider per channel; the ``log`` provider unless told otherwise."""
-    names = names or {}
-    return {channel: load_provider(names.get(channel, "log"))() for channel in CHANNELS}
+def create_senders(settings: Settings) -> dict[str, ChannelSender]:
+    """One sender per channel with its failover providers, breakers and caps."""
+    policy = BreakerPolicy(settings.breaker_failures, settings.breaker_open_seconds)
+    return {
+        channel: ChannelSender(
+            channel, [build_provider(step, settings.provider_env) for step in steps],
+            breaker_policy=policy, caps=settings.provider_caps, on_state=metrics.circuit_changed)
+        for channel, steps in settings.channels.items()
+    }
 
 
 class Resources(Service):
@@ -69,12 +74,12 @@ class Resources(Service):
             logger.warning("PostgreSQL not reachable at start (%s); the recorder will retry", exc)
 
     async def on_stop(self) -> None:
-        for provider in self.herald.providers.values():
-            await provider.aclose()
+        for sender in self.herald.senders.values():
+            await sender.aclose()
         await self.herald.store.aclose()
 
 
-def create_herald(settings: Settings, providers: dict[str, Provider] | None = None) -> Herald:
+def create_herald(settings: Settings, senders: dict[str, ChannelSender] | None = None) -> Herald:
     """A complete herald app: topics, tables, agents, views and clients."""
     app = create_faust_app(settings)
     herald = Herald(
@@ -83,7 +88,7 @@ def create_herald(settings: Settings, providers: dict[str, Provider] | None = No
         topics=Topics.declare(app, settings),
         tables=Tables.declare(app, settings),
         store=Store(settings.database_url),
-        providers=providers or create_providers(),
+        senders=senders or create_senders(settings),
         templates=load_catalog(settings.templates_dir, default_locale=settings.default_locale),
     )
     for module in (intake, profile, presence, audience, router, housekeeping, delivery, recorder):

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
+from providers.channel import DEFAULT_CHANNELS, parse_channels, parse_rate_caps
 from rules.digest import parse_digest_categories
+from rules.retries import DEFAULT_DELAYS, parse_delays
 from tables.ratelimit import parse_rate_policies
 
 PREFIX = "HERALD_"
@@ -110,6 +112,13 @@ class Settings:
     rate_limits: Mapping[str, Any] = field(default_factory=dict)
     digest_categories: Mapping[str, float] = field(default_factory=dict)
     tick_seconds: float = 1.0
+    channels: Mapping[str, Any] = field(default_factory=lambda: parse_channels(DEFAULT_CHANNELS))
+    provider_caps: Mapping[str, Any] = field(default_factory=dict)
+    retry_delays: tuple[float, ...] = DEFAULT_DELAYS
+    breaker_failures: int = 5
+    breaker_open_seconds: float = 30.0
+    #: The raw HERALD_* variables, for providers to read their own settings.
+    provider_env: Mapping[str, str] = field(default_factory=dict)
     log_level: str = "info"
 
     @classmethod
@@ -140,6 +149,12 @@ class Settings:
             rate_limits=_read(env, "RATE_LIMITS", parse_rate_policies, "default=100/minute:defer"),
             digest_categories=_optional(env, "DIGEST_CATEGORIES", parse_digest_categories),
             tick_seconds=_read(env, "TICK_SECONDS", _positive_float, "1"),
+            channels=_read(env, "CHANNELS", parse_channels, DEFAULT_CHANNELS),
+            provider_caps=_optional(env, "PROVIDER_RATES", parse_rate_caps),
+            retry_delays=_read(env, "RETRY_DELAYS", parse_delays, "5,30,300"),
+            breaker_failures=_read(env, "BREAKER_FAILURES", _positive_int, "5"),
+            breaker_open_seconds=_read(env, "BREAKER_OPEN_SECONDS", _positive_float, "30"),
+            provider_env={k: v for k, v in env.items() if k.startswith(PREFIX)},
             log_level=_read(env, "LOG_LEVEL", str, "info"),
         )
 

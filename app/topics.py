@@ -46,11 +46,18 @@ def delivery_topic_name(channel: str, lane: str = "bulk") -> str:
     return f"deliveries.{channel}" if lane == "bulk" else f"deliveries.{channel}.{lane}"
 
 
-def all_topic_names() -> list[str]:
+def retry_topic_name(channel: str, stage: int) -> str:
+    """The retry topic a channel's failed deliveries wait in after attempt ``stage``."""
+    return f"deliveries.{channel}.retry.{stage}"
+
+
+def all_topic_names(retry_stages: int) -> list[str]:
     """Every topic herald reads or writes, for creating them before a worker subscribes."""
     return [NOTIFICATIONS, USER_UPDATES, PRESENCE, DELIVERY_EVENTS, DLQ, FANOUT, MEMBERSHIPS,
             TICKS, *(lane_topic_name(lane) for lane in LANES),
-            *(delivery_topic_name(channel, lane) for channel in CHANNELS for lane in LANES)]
+            *(delivery_topic_name(channel, lane) for channel in CHANNELS for lane in LANES),
+            *(retry_topic_name(channel, stage) for channel in CHANNELS
+              for stage in range(1, retry_stages + 1))]
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class Topics:
     presence: TopicT
     lanes: dict[str, TopicT]
     deliveries: dict[tuple[str, str], TopicT]
+    retries: dict[tuple[str, int], TopicT]
     delivery_events: TopicT
     dlq: TopicT
     fanout: TopicT
@@ -91,6 +99,9 @@ class Topics:
             lanes={lane: topic(lane_topic_name(lane), Notification) for lane in LANES},
             deliveries={(channel, lane): topic(delivery_topic_name(channel, lane), Delivery)
                         for channel in CHANNELS for lane in LANES},
+            retries={(channel, stage): topic(retry_topic_name(channel, stage), Delivery)
+                     for channel in CHANNELS
+                     for stage in range(1, len(settings.retry_delays) + 1)},
             delivery_events=topic(DELIVERY_EVENTS, DeliveryEvent),
             dlq=topic(DLQ, DeadLetter),
             fanout=topic(FANOUT, FanOut),

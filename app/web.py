@@ -11,6 +11,7 @@ from typing import Any
 from faust.types import TableT
 from faust.web import Request, Response, View
 
+from app import metrics
 from app.context import Herald
 
 
@@ -39,6 +40,14 @@ def register(herald: Herald) -> None:
             body = {"ready": ready, "assigned_partitions": assigned,
                     "rebalancing": bool(app.rebalancing), "recovering": bool(app.in_recovery)}
             return self.json(body, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    class Metrics(View):
+        """Prometheus metrics."""
+
+        async def get(self, request: Request) -> Response:
+            return self.bytes(metrics.exposition(),
+                              content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.page("/v1/tables")
     class TableList(View):

@@ -13,7 +13,12 @@ from providers.base import Provider
 
 #: provider name -> "module:Class", imported late.
 REGISTRY: dict[str, str] = {
+    "apns": "providers.apns:APNsProvider",
+    "fcm": "providers.fcm:FCMProvider",
     "log": "providers.log:LogProvider",
+    "sendgrid": "providers.sendgrid:SendGridProvider",
+    "smtp": "providers.smtp:SmtpProvider",
+    "twilio": "providers.twilio:TwilioProvider",
 }
 
 

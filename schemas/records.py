@@ -143,6 +143,10 @@ class Delivery(Model):
     attempt: int = 1
     not_before: Optional[str] = None
     html: Optional[str] = None
+    last_error: Optional[str] = None
+    lane: str = "bulk"
+    #: The notification as routed, to re-route it to a fallback channel.
+    notification: Optional[Dict[str, Any]] = None
 
 
 class DeliveryEvent(Model):

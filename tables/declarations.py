@@ -14,7 +14,7 @@ from schemas.records import Contacts, Preferences
 
 #: Every table, by name; Faust keeps each in the ``<app id>-<name>-changelog`` topic.
 TABLE_NAMES = ("contacts", "preferences", "presence", "dedup", "scheduled", "rate", "digests",
-               "audiences")
+               "audiences", "sends")
 
 
 def changelog_topic_name(app_id: str, table: str) -> str:
@@ -34,6 +34,7 @@ class Tables:
     rate: TableT
     digests: TableT
     audiences: TableT
+    sends: TableT
 
     @classmethod
     def declare(cls, app: faust.App, settings: Settings) -> "Tables":
@@ -65,10 +66,12 @@ class Tables:
             digests=table("digests", None, "Low-priority notifications batched per user and "
                           "category"),
             audiences=table("audiences", None, "Audience members, keyed audience\x1fuser"),
+            sends=table("sends", None, "What each provider was asked and answered, per "
+                        "notification and channel"),
         )
 
     def by_name(self) -> dict[str, TableT]:
         """The tables by their names, for inspection."""
         return {table.name: table for table in (
             self.contacts, self.preferences, self.presence, self.dedup, self.scheduled,
-            self.rate, self.digests, self.audiences)}
+            self.rate, self.digests, self.audiences, self.sends)}

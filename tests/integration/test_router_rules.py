@@ -123,7 +123,8 @@ async def test_rate_limit_drop_policy_records_the_drop(worker, producer, db, uni
     async def all_recorded():
         found = await rows(db, "SELECT notification_id, status, reason FROM deliveries"
                                " WHERE notification_id = ANY($1::text[])", ids)
-        return found if len(found) == 4 else None
+        settled = len(found) == 4 and all(row["status"] != "QUEUED" for row in found)
+        return found if settled else None
     found = await eventually(all_recorded, what="four outcomes")
     statuses = sorted(row["status"] for row in found)
     assert statuses == ["SENT", "SENT", "SUPPRESSED", "SUPPRESSED"]
@@ -141,7 +142,8 @@ async def test_rate_limit_defer_policy_schedules_the_excess(worker, producer, db
     async def recorded():
         found = await rows(db, "SELECT status, reason FROM deliveries"
                                " WHERE notification_id = ANY($1::text[])", ids)
-        return found if len(found) == 2 else None
+        settled = len(found) == 2 and all(row["status"] != "QUEUED" for row in found)
+        return found if settled else None
     found = await eventually(recorded, what="one SENT, one deferred")
     assert sorted(row["status"] for row in found) == ["SCHEDULED", "SENT"]
     assert any((row["reason"] or "").startswith("rate limited: deferred") for row in found)
