@@ -114,7 +114,7 @@ async def _failed(herald: Herald, event: EventT, d: Delivery, key: str,
         later = Delivery(**{**d.asdict(), "attempt": d.attempt + 1, "not_before": due,
                             "last_error": str(exc)})
         await herald.topics.retries[d.channel, retry.stage].send(key=d.user_id, value=later)
-        await _status(herald, d, "FAILED", reason=f"retry {retry.stage} in {retry.delay:.1f}s",
+        await _status(herald, d, "QUEUED", reason=f"retry {retry.stage} in {retry.delay:.1f}s",
                       error=str(exc))
         return
     reason = "retries exhausted" if exc.retriable else "permanent provider error"

@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import re
 import time
 import uuid
+import warnings
 from typing import Any, Mapping
 
 import firebase_admin
@@ -37,6 +39,9 @@ from providers.base import Provider, Receipt
 from schemas.records import Delivery
 
 DEFAULT_BASE_URL = "https://fcm.googleapis.com"
+
+#: A Firebase installation id: 22 URL-safe base64 characters, the first of c, d, e or f.
+_FID = re.compile(r"[cdef][A-Za-z0-9_-]{21}")
 
 #: FirebaseError codes worth retrying: the service is overloaded, down or slow.
 _TRANSIENT_CODES = frozenset({
@@ -148,6 +153,9 @@ class FCMProvider(Provider):
 def build_message(token: str, delivery: Delivery) -> messaging.Message:
     """The FCM message of ``delivery`` for one device.
 
+    The device is addressed by ``fid`` when the token is a Firebase
+    installation id (22 characters), FCM's target since 2026, and by the
+    deprecated ``token`` when it is a registration token ("<fid>:APA91b...").
     ``data`` carries the delivery's data (FCM wants strings) plus
     ``notification_id`` and ``channel``; the Android tag and the APNs
     collapse id are the notification id, so a device that gets a duplicate
@@ -160,11 +168,16 @@ def build_message(token: str, delivery: Delivery) -> messaging.Message:
     if delivery.title or delivery.body:
         notification = messaging.Notification(title=delivery.title, body=delivery.body)
     collapse_id = delivery.notification_id[:64]
-    return messaging.Message(
-        token=token, notification=notification, data=data,
-        android=messaging.AndroidConfig(notification=messaging.AndroidNotification(tag=collapse_id)),
-        apns=messaging.APNSConfig(headers={"apns-collapse-id": collapse_id}),
-    )
+    target = {"fid": token} if _FID.fullmatch(token) else {"token": token}
+    with warnings.catch_warnings():
+        # Registration tokens still work, and apps that registered one only have that.
+        warnings.filterwarnings("ignore", "Message.token is deprecated", DeprecationWarning)
+        return messaging.Message(
+            notification=notification, data=data,
+            android=messaging.AndroidConfig(notification=messaging.AndroidNotification(tag=collapse_id)),
+            apns=messaging.APNSConfig(headers={"apns-collapse-id": collapse_id}),
+            **target,
+        )
 
 
 def map_firebase_error(exc: exceptions.FirebaseError, token: str) -> DeliveryError:

@@ -15,6 +15,8 @@ leaves auth, encoding and parsing to the SDK. The client's ``edge`` and
 from __future__ import annotations
 
 import base64
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Mapping
 
 import aiohttp
@@ -134,9 +136,18 @@ def _twilio_error(exc: TwilioException) -> DeliveryError:
 
 
 def _retry_after(headers: Any) -> float | None:
-    """``Retry-After`` in seconds, or ``None`` when absent or not a number of seconds."""
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` without one."""
     value = headers.get("Retry-After") if headers is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC without a stated zone
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())

@@ -10,18 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
-#: Rank of each status; a row only moves to a higher rank. FAILED is one
-#: failed attempt (a retry may still succeed); DEAD and SUPPRESSED are final.
+#: Rank of each status; a row only moves to a higher rank (migration 002).
+#: An attempt that failed and will be retried is QUEUED again (more attempts,
+#: its error); FAILED is a failure reported after sending (a bounce), so it
+#: outranks SENT; DEAD is dead-lettered; SUPPRESSED was never sent.
 STATUS_RANK: Mapping[str, int] = {
     "CREATED": 0,
     "SCHEDULED": 1,
     "QUEUED": 2,
-    "FAILED": 3,
-    "SENT": 4,
     "SUPPRESSED": 4,
-    "DEAD": 4,
-    "DELIVERED": 5,
-    "READ": 6,
+    "SENT": 4,
+    "FAILED": 5,
+    "DEAD": 5,
+    "DELIVERED": 6,
+    "READ": 7,
 }
 
 #: The timestamp column each status sets the first time it is reached.

@@ -4,7 +4,7 @@
 the JWT-bearer grant, checks the assertion's RS256 signature against the
 fake's service-account key, and issues an access token. ``POST
 /v1/projects/{project}/messages:send`` wants that token as a Bearer (401
-otherwise), a ``{"message": {"token": ...}}`` body, and answers 200 with
+otherwise), a ``{"message": {"token" or "fid": ...}}`` body, and answers 200 with
 ``{"name": "projects/{project}/messages/{id}"}`` or FCM v1's error shape
 (``{"error": {"code", "message", "status", "details": [{"@type": ...FcmError,
 "errorCode"}]}}``): UNREGISTERED 404, INVALID_ARGUMENT 400, QUOTA_EXCEEDED
@@ -40,6 +40,9 @@ DEFAULT_PROJECT_ID = "herald-test"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 #: google-auth always signs for Google's endpoint, wherever token_uri sends the grant.
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
+#: Either scope lets an access token call messages:send.
+_SEND_SCOPES = frozenset({"https://www.googleapis.com/auth/firebase.messaging",
+                          "https://www.googleapis.com/auth/cloud-platform"})
 _FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 
 #: HTTP status -> (google.rpc status, FCM errorCode) as FCM v1 answers them.
@@ -71,8 +74,10 @@ class FakeFCM(HttpFake):
     """FCM HTTP v1 send and the OAuth token endpoint, scripted by :attr:`script`.
 
     Each accepted message is recorded as ``{"name", "project", "token",
-    "message", "authorization"}`` (``message`` is the JSON ``message``
-    object as sent). ``access_tokens`` lists the tokens the fake issued.
+    "target", "message", "authorization"}``: ``token`` is the device
+    addressed, ``target`` the field that named it (``"token"`` or, since
+    FCM's 2026 move to installation ids, ``"fid"``), ``message`` the JSON
+    ``message`` object as sent. ``access_tokens`` lists the tokens the fake issued.
     With ``service_account_file`` the fake writes its credentials there when
     it starts (the standalone demo uses that).
     """
@@ -133,8 +138,8 @@ class FakeFCM(HttpFake):
                                 options={"require": ["iat", "exp", "scope"]})
         except jwt.PyJWTError as exc:
             return _oauth_error("invalid_grant", f"Invalid JWT Signature or claims: {exc}")
-        if "https://www.googleapis.com/auth/firebase.messaging" not in claims["scope"].split():
-            return _oauth_error("invalid_scope", "the firebase.messaging scope is missing")
+        if not _SEND_SCOPES & set(str(claims["scope"]).split()):
+            return _oauth_error("invalid_scope", "no scope that may send FCM messages")
         token = f"ya29.fake-{secrets.token_urlsafe(24)}"
         self.access_tokens.append(token)
         return web.json_response({"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
@@ -151,9 +156,14 @@ class FakeFCM(HttpFake):
         try:
             body = await request.json()
             message = body["message"]
-            device = message["token"]
+            if not isinstance(message, dict):
+                raise TypeError("message is not an object")
+            targets = [field for field in ("fid", "token", "topic", "condition") if field in message]
         except (ValueError, KeyError, TypeError):
-            return fcm_error(400, "Invalid JSON payload: a message with a token is required.")
+            return fcm_error(400, "Invalid JSON payload: a message is required.")
+        if targets not in (["fid"], ["token"]):
+            return fcm_error(400, "Exactly one device target (fid or token) is required.")
+        device = message[targets[0]]
         decision = self.script.decide(device)
         if decision.delay:
             await asyncio.sleep(decision.delay)
@@ -169,8 +179,8 @@ class FakeFCM(HttpFake):
         name = f"projects/{project}/messages/0:{time.time_ns() // 1_000_000}%{secrets.token_hex(8)}"
         if body.get("validate_only"):
             return web.json_response({"name": f"projects/{project}/messages/fake_message_id"})
-        self.script.record({"name": name, "project": project, "token": device, "message": message,
-                            "authorization": authorization})
+        self.script.record({"name": name, "project": project, "token": device, "target": targets[0],
+                            "message": message, "authorization": authorization})
         if decision.hang:
             await asyncio.sleep(decision.hang)
         return web.json_response({"name": name})

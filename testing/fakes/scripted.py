@@ -234,7 +234,12 @@ class HttpFake:
         return web.json_response(self.script.received)
 
     async def _control_script(self, request: web.Request) -> web.Response:
-        step = await request.json()
+        try:
+            step = await request.json()
+        except ValueError:
+            step = None
+        if not isinstance(step, dict):
+            return web.json_response({"error": 'expected {"action": ..., **arguments}'}, status=400)
         action = step.pop("action", None)
         if action not in SCRIPT_ACTIONS:
             return web.json_response({"error": f"action must be one of {SCRIPT_ACTIONS}"}, status=400)

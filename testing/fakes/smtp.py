@@ -22,6 +22,7 @@ import email
 import email.policy
 import ssl
 import tempfile
+import weakref
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from ipaddress import IPv4Address
@@ -52,7 +53,9 @@ class FakeSmtp:
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
         self._sessions: set[SMTP] = set()
-        self._accepted: dict[int, Decision] = {}
+        # Keyed by envelope, not id(): an envelope dropped after RCPT must not
+        # hand its decision to a later one that reuses the id.
+        self._accepted: weakref.WeakKeyDictionary[Envelope, Decision] = weakref.WeakKeyDictionary()
         self._cert_pem = b""
         self._server_context: ssl.SSLContext | None = None
 
@@ -98,15 +101,14 @@ class FakeSmtp:
         await self.stop()
 
     def _protocol(self) -> SMTP:
-        session = _TrackedSMTP(
-            self, self, hostname="fake-smtp.herald.test", ident="herald fake SMTP",
+        return _TrackedSMTP(
+            self, hostname="fake-smtp.herald.test", ident="herald fake SMTP",
             tls_context=self._server_context,
             # AUTH is checked in handle_MAIL rather than with auth_required,
             # which aiosmtpd refuses (with a warning) without TLS.
             authenticator=self._authenticate, auth_require_tls=self.tls,
             loop=asyncio.get_running_loop(),
         )
-        return session
 
     def _authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
                       auth_data: Any) -> AuthResult:
@@ -139,11 +141,11 @@ class FakeSmtp:
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
-        self._accepted[id(envelope)] = decision
+        self._accepted[envelope] = decision
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        decision = self._accepted.pop(id(envelope), Decision())
+        decision = self._accepted.pop(envelope, Decision())
         raw = envelope.original_content or b""
         message = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
@@ -163,10 +165,10 @@ class FakeSmtp:
 
 
 class _TrackedSMTP(SMTP):
-    """An aiosmtpd session the fake can close when it stops."""
+    """An aiosmtpd session, handled by ``fake``, that the fake can close when it stops."""
 
-    def __init__(self, fake: FakeSmtp, handler: Any, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
+    def __init__(self, fake: FakeSmtp, **kwargs: Any) -> None:
+        super().__init__(fake, **kwargs)
         self._fake = fake
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -237,3 +237,12 @@ async def test_project_id_setting_overrides_the_credentials(fake, credentials):
 
 def test_registered_as_fcm():
     assert load_provider("fcm") is FCMProvider
+
+
+async def test_an_installation_id_is_sent_as_fid_and_a_registration_token_as_token(fake, provider):
+    fid = "cRk2ZyC6RU-KfTUu4ESBJ7"
+
+    await provider.send(push(fid, f"{fid}:APA91bH0-registration-token"))
+
+    assert sorted((sent["target"], sent["token"]) for sent in fake.received) == [
+        ("fid", fid), ("token", f"{fid}:APA91bH0-registration-token")]

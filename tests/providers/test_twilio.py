@@ -165,3 +165,11 @@ def test_from_env_defaults_to_twilio_and_accepts_another_base_url():
 
 def test_registered_as_twilio():
     assert load_provider("twilio") is TwilioProvider
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("3", 3.0), ("0.5", 0.5), ("-1", 0.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0), ("soon", None), (None, None)])
+def test_retry_after_reads_seconds_and_http_dates(value, expected):
+    from providers.twilio import _retry_after
+
+    assert _retry_after({} if value is None else {"Retry-After": value}) == expected

@@ -28,9 +28,23 @@ def test_status_never_moves_backwards():
 
 
 def test_a_later_attempt_of_the_same_status_updates_attempts():
-    rows = fold_events([event("FAILED", "t1", attempts=1, error="503"),
-                        event("FAILED", "t2", attempts=2, error="timeout")])
+    rows = fold_events([event("QUEUED", "t1", attempts=1, error="503"),
+                        event("QUEUED", "t2", attempts=2, error="timeout")])
     assert (rows[0].attempts, rows[0].last_error) == (2, "timeout")
+
+
+def test_a_failure_reported_after_sending_moves_the_row_on():
+    rows = fold_events([event("SENT", "t1"), event("FAILED", "t2", error="bounced")])
+    assert (rows[0].status, rows[0].last_error) == ("FAILED", "bounced")
+
+
+def test_python_and_sql_ranks_agree():
+    import re
+    from importlib import resources
+
+    from rules.statuses import STATUS_RANK
+    sql = resources.files("app.migrations").joinpath("002_failure_ranks.sql").read_text()
+    assert dict((s, int(r)) for s, r in re.findall(r"WHEN '(\w+)' THEN (\d+)", sql)) == STATUS_RANK
 
 
 def test_replayed_events_change_nothing():
