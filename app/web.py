@@ -47,7 +47,7 @@ def register(herald: Herald) -> None:
 
         async def get(self, request: Request) -> Response:
             return self.bytes(metrics.exposition(),
-                              content_type="text/plain; version=0.0.4; charset=utf-8")
+                              content_type="text/plain; version=0.0.4")
 
     @app.page("/v1/tables")
     class TableList(View):

@@ -21,8 +21,9 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 import jwt
-from aioapns import APNs, NotificationRequest, NotificationResult, PushType
+from aioapns import APNs, NotificationRequest, PushType
 from aioapns import exceptions as apns_errors
+from aioapns.common import NotificationResult
 from aioapns.connection import APNsProductionClientProtocol
 
 from app.errors import (
@@ -52,10 +53,13 @@ class _Protocol(APNsProductionClientProtocol):
     ``protocol_class.APNS_SERVER``/``APNS_PORT`` (class attributes, also used
     for the ``host`` header), so :func:`_protocol_for` makes a subclass that
     overrides those two and the provider sets it as the pool's
-    ``protocol_class`` (a public attribute). Two hooks are added: the
-    Retry-After header of a refused request, which aioapns does not pass on,
-    and an event set when the connection is lost, so ``aclose`` can wait for
-    the TLS transports to be really closed.
+    ``protocol_class`` (a public attribute). Three hooks are added: the
+    Retry-After header of a refused request, which aioapns does not pass on;
+    an event set when the connection is lost, so ``aclose`` can wait for the
+    TLS transports to be really closed; and forgetting the requests whose
+    sender gave up (herald's timeout cancels them): aioapns would otherwise
+    set a result on those cancelled futures when a late answer or the end of
+    the connection comes, and die of ``InvalidStateError``.
     """
 
     retry_after: dict[str, float]
@@ -63,6 +67,16 @@ class _Protocol(APNsProductionClientProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lost = asyncio.Event()
+
+    def _forget_abandoned(self) -> None:
+        for apns_id, answer in list(self.requests.items()):
+            if answer.done():
+                del self.requests[apns_id]
+                self.request_statuses.pop(apns_id, None)
+
+    def data_received(self, data: bytes) -> None:
+        self._forget_abandoned()
+        super().data_received(data)
 
     def on_response_received(self, headers: dict[bytes, bytes]) -> None:
         value = headers.get(b"retry-after")
@@ -74,8 +88,11 @@ class _Protocol(APNsProductionClientProtocol):
         super().on_response_received(headers)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self.lost.set()
+        self._forget_abandoned()
+        try:
+            super().connection_lost(exc)
+        finally:
+            self.lost.set()
 
 
 def _protocol_for(host: str, port: int, retry_after: dict[str, float]) -> type[_Protocol]:
@@ -98,13 +115,10 @@ class APNsProvider(Provider):
                  timeout: float = 10.0) -> None:
         """``key`` is the PEM text of the .p8 key (aioapns signs with it as is)."""
         super().__init__(timeout)
-        url = urlsplit(base_url)
-        if url.scheme != "https" or not url.hostname:
-            raise ValueError(f"APNs base URL must be https://host[:port], not {base_url!r}")
+        self.host, self.port = host_and_port(base_url)
         # Fail now, not at the first send, if the key cannot sign Apple's ES256 tokens.
         jwt.encode({"iss": team_id}, key, algorithm="ES256", headers={"kid": key_id})
         self.key, self.key_id, self.team_id, self.topic = key, key_id, team_id, topic
-        self.host, self.port = url.hostname, url.port or 443
         self.ssl_context = ssl.create_default_context(cafile=ca_file)
         self.ssl_context.set_alpn_protocols(["h2"])
         self._retry_after: dict[str, float] = {}
@@ -118,17 +132,24 @@ class APNsProvider(Provider):
             if not env.get(variable):
                 raise ProviderDisabled(f"{variable} is not set")
         path = env["HERALD_APNS_KEY"]
+        base_url = env.get("HERALD_APNS_BASE_URL") or DEFAULT_BASE_URL
+        ca_file = env.get("HERALD_APNS_CA_FILE") or None
+        try:
+            host_and_port(base_url)
+        except ValueError as exc:
+            raise ProviderDisabled(f"HERALD_APNS_BASE_URL: {exc}") from exc
+        if ca_file:
+            try:
+                ssl.create_default_context(cafile=ca_file)
+            except OSError as exc:  # ssl.SSLError included
+                raise ProviderDisabled(f"HERALD_APNS_CA_FILE ({ca_file}) is unusable: {exc}") from exc
         try:
             with open(path, encoding="ascii") as file:
                 key = file.read()
-        except (OSError, ValueError) as exc:
-            raise ProviderDisabled(f"HERALD_APNS_KEY ({path}) is unreadable: {exc}") from exc
-        try:
             return cls(key, env["HERALD_APNS_KEY_ID"], env["HERALD_APNS_TEAM_ID"],
-                       env["HERALD_APNS_TOPIC"], env.get("HERALD_APNS_BASE_URL") or DEFAULT_BASE_URL,
-                       env.get("HERALD_APNS_CA_FILE") or None)
+                       env["HERALD_APNS_TOPIC"], base_url, ca_file)
         except (OSError, ValueError, jwt.PyJWTError) as exc:
-            raise ProviderDisabled(f"HERALD_APNS_* settings are unusable: {exc}") from exc
+            raise ProviderDisabled(f"HERALD_APNS_KEY ({path}) is not a usable ES256 key: {exc}") from exc
 
     def _apns(self) -> APNs:
         # Built on first use: aioapns binds its pool to the running event loop.
@@ -187,6 +208,14 @@ class APNsProvider(Provider):
             _, late = await asyncio.wait(waits, timeout=self.timeout)
             for wait in late:
                 wait.cancel()
+
+
+def host_and_port(base_url: str) -> tuple[str, int]:
+    """Where to connect for ``https://host[:port]``; APNs speaks nothing but HTTP/2 over TLS."""
+    url = urlsplit(base_url)
+    if url.scheme != "https" or not url.hostname or url.path.strip("/"):
+        raise ValueError(f"expected https://host[:port], not {base_url!r}")
+    return url.hostname, url.port or 443
 
 
 def map_refusal(token: str, result: NotificationResult, retry_after: float | None) -> DeliveryError:

@@ -21,6 +21,7 @@ import time
 import uuid
 import warnings
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 import firebase_admin
 import google.auth.exceptions
@@ -53,12 +54,15 @@ _TRANSIENT_CODES = frozenset({
 class _MessagingService(messaging._MessagingService):  # noqa: SLF001 - see the class docstring
     """firebase-admin's FCM v1 service, sending to herald's base URL without hidden retries.
 
-    firebase-admin 7 has no setting and no emulator variable for FCM (only
-    Auth, the Realtime Database and Firestore have emulator hosts): the
-    service formats ``_fcm_url`` from the ``FCM_URL`` constant in its
-    ``__init__`` and ``send()`` posts there. So this thin subclass replaces
-    that one attribute after the SDK built everything else (credentials,
-    authorized session, headers, encoding and error parsing stay the SDK's).
+    firebase-admin 7 has no option and no emulator variable for FCM (it
+    reads ``FIREBASE_AUTH_EMULATOR_HOST``, ``FIREBASE_DATABASE_EMULATOR_HOST``
+    and ``CLOUD_TASKS_EMULATOR_HOST`` only; Firebase's emulator suite has no
+    FCM): the service formats ``_fcm_url`` from its ``FCM_URL`` constant and
+    the project id in ``__init__``, and ``send()`` posts there. So this thin
+    subclass replaces that one attribute once the SDK built everything else
+    (credentials, authorized session, headers, message encoding and error
+    parsing stay the SDK's). It is the one place herald touches firebase-admin
+    internals; a change of them fails the FCM tests, not production silently.
 
     It also mounts a retry-free adapter on the base URL: the SDK's default
     retries 500/503 four times with backoff and sleeps out any Retry-After,
@@ -84,18 +88,21 @@ class FCMProvider(Provider):
     name = "fcm"
     platform = "fcm"
 
-    def __init__(self, credentials_path: str, project_id: str | None = None,
+    def __init__(self, service_account: str | credentials.Certificate, project_id: str | None = None,
                  base_url: str = DEFAULT_BASE_URL, timeout: float = 10.0) -> None:
+        """``service_account`` is the path of the JSON key file, or the credential read from it."""
         super().__init__(timeout)
-        certificate = credentials.Certificate(credentials_path)
+        certificate = (service_account if isinstance(service_account, credentials.Certificate)
+                       else credentials.Certificate(service_account))
         project_id = project_id or certificate.project_id
         if not project_id:
-            raise ProviderDisabled("HERALD_FCM_PROJECT_ID is not set and the credentials name no project")
+            raise ValueError("no project id: the service account names none")
         # A named app per provider: firebase-admin keeps apps in a process-wide registry.
         self._app = firebase_admin.initialize_app(
             certificate, {"projectId": project_id, "httpTimeout": timeout},
             name=f"herald-fcm-{uuid.uuid4()}")
         self._service = _MessagingService(self._app, base_url.rstrip("/"))
+        self._closed = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "FCMProvider":
@@ -104,10 +111,17 @@ class FCMProvider(Provider):
         if not path:
             raise ProviderDisabled("HERALD_FCM_CREDENTIALS is not set")
         try:
-            return cls(path, env.get("HERALD_FCM_PROJECT_ID") or None,
-                       env.get("HERALD_FCM_BASE_URL") or DEFAULT_BASE_URL)
+            certificate = credentials.Certificate(path)
         except (OSError, ValueError) as exc:
             raise ProviderDisabled(f"HERALD_FCM_CREDENTIALS ({path}) is unusable: {exc}") from exc
+        project_id = env.get("HERALD_FCM_PROJECT_ID") or certificate.project_id
+        if not project_id:
+            raise ProviderDisabled(
+                "HERALD_FCM_PROJECT_ID is not set and the service account names no project")
+        base_url = env.get("HERALD_FCM_BASE_URL") or DEFAULT_BASE_URL
+        if urlsplit(base_url).scheme not in ("http", "https"):
+            raise ProviderDisabled(f"HERALD_FCM_BASE_URL must be an http(s) URL, not {base_url!r}")
+        return cls(certificate, project_id, base_url)
 
     async def _send(self, delivery: Delivery) -> Receipt:
         tokens = [t.token for t in delivery.push_tokens if t.platform == self.platform]
@@ -125,6 +139,9 @@ class FCMProvider(Provider):
             raise map_firebase_error(exc, token) from exc
         except google.auth.exceptions.GoogleAuthError as exc:
             raise map_auth_error(exc) from exc
+        except ValueError as exc:
+            # The SDK validates the message before sending: sending it again cannot help.
+            raise PermanentDeliveryError(f"fcm: message refused by firebase-admin: {exc}") from exc
 
     def _receipt(self, tokens: list[str], outcomes: list[Any]) -> Receipt:
         """One receipt for all tokens: delivered if any device accepted it."""
@@ -143,7 +160,9 @@ class FCMProvider(Provider):
 
     async def aclose(self) -> None:
         """Close the SDK's HTTP sessions and drop the firebase app."""
-        await asyncio.to_thread(self._close)
+        if not self._closed:
+            self._closed = True
+            await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
         self._service.close()
@@ -154,8 +173,9 @@ def build_message(token: str, delivery: Delivery) -> messaging.Message:
     """The FCM message of ``delivery`` for one device.
 
     The device is addressed by ``fid`` when the token is a Firebase
-    installation id (22 characters), FCM's target since 2026, and by the
-    deprecated ``token`` when it is a registration token ("<fid>:APA91b...").
+    installation id (22 characters; firebase-admin 7.7 deprecates ``token``
+    for it) and by ``token`` when it is a registration token
+    ("<fid>:APA91b..."), which apps that have not moved to FIDs register.
     ``data`` carries the delivery's data (FCM wants strings) plus
     ``notification_id`` and ``channel``; the Android tag and the APNs
     collapse id are the notification id, so a device that gets a duplicate

@@ -68,8 +68,8 @@ class _HttpClient(AsyncTwilioHttpClient):
 class TwilioProvider(Provider):
     """Sends an SMS ``Delivery`` as one Twilio message from ``sender``.
 
-    The Messages API has no idempotency key; nothing but the rendered body
-    goes on the wire.
+    Only ``To``, ``From`` and ``Body`` go on the wire: the Messages API has no
+    idempotency key to carry herald's marker, and no status callback is asked.
     """
 
     name = "twilio"
@@ -98,10 +98,11 @@ class TwilioProvider(Provider):
         # Built at the first send: the aiohttp session needs a running loop.
         if self._client is None:
             self._http = _HttpClient()
-            # The SDK reads TWILIO_* from os.environ unless given an environment;
-            # herald's settings are the only source.
+            # The SDK reads TWILIO_EDGE and TWILIO_REGION (which rewrite the host)
+            # from os.environ unless given a non-empty environment of its own.
             self._client = Client(self.account_sid, self._auth_token, http_client=self._http,
                                   environment={"TWILIO_ACCOUNT_SID": self.account_sid})
+            # Domain.base_url prefixes every request of client.api (see the module docstring).
             self._client.api.base_url = self.base_url
         return self._client
 

@@ -212,6 +212,8 @@ def render(catalog: TemplateCatalog, *, template: str | None, title: str | None,
                                          sms_max_segments) or None
     if title is None and body is None and html is None:
         raise TemplateError(f"{source} renders nothing for {channel}")
+    if channel == "email" and body is None and html is None:
+        body = title  # an email needs content: a subject-only message repeats it
     return Rendered(title, body, html)
 
 

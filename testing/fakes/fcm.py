@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import secrets
 import time
@@ -66,6 +67,12 @@ def fcm_error(status: int, message: str, headers: dict[str, str] | None = None) 
     return web.json_response({"error": error}, status=status, headers=headers)
 
 
+@functools.cache
+def _service_account_key() -> rsa.RSAPrivateKey:
+    # One per process: a 2048-bit RSA key takes a noticeable fraction of a second to make.
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 def _oauth_error(error: str, description: str) -> web.Response:
     return web.json_response({"error": error, "error_description": description}, status=400)
 
@@ -89,7 +96,7 @@ class FakeFCM(HttpFake):
         self.client_email = f"firebase-adminsdk@{project_id}.iam.gserviceaccount.com"
         self.service_account_file = service_account_file
         self.access_tokens: list[str] = []
-        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self._key = _service_account_key()
 
     async def start(self, port: int = 0) -> str:
         url = await super().start(port)

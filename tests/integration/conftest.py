@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -95,6 +96,12 @@ class Worker:
             time.sleep(0.2)
         raise AssertionError(f"worker not ready within {timeout}s:\n{self.log_tail()}")
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no commit, as a crash would."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
@@ -129,9 +136,79 @@ def stack_env() -> Iterator[dict[str, str]]:
                        capture_output=True, timeout=120)
 
 
+class Fake:
+    """A provider fake running as its own process, scripted over HTTP."""
+
+    def __init__(self, module: str, *args: str) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", f"testing.fakes.{module}",
+                                         "--port", "0", *args], cwd=ROOT,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        text=True)
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().strip()
+        assert self.url, f"fake {module} did not start"
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+    def script(self, action: str, **args: Any) -> None:
+        self._call("POST", "/_fake/script", {"action": action, **args})
+
+    def received(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/_fake/received"))
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        if self.process.stdout:
+            self.process.stdout.close()
+
+
 @pytest.fixture(scope="session")
-def worker_env(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def fakes() -> Iterator[dict[str, Fake]]:
+    """SendGrid, Twilio and SMTP fakes speaking the vendors' wire APIs."""
+    running = {"sendgrid": Fake("sendgrid", "--api-key", "SG.test"),
+               "twilio": Fake("twilio", "--auth-token", "twilio-token"),
+               "smtp": Fake("smtp")}
+    yield running
+    for fake in running.values():
+        fake.stop()
+
+
+@pytest.fixture(scope="session")
+def webhook_key() -> Any:
+    """The key pair SendGrid would sign its event webhook with."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.fixture(scope="session")
+def worker_env(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
+               fakes: dict[str, Fake], webhook_key: Any) -> dict[str, str]:
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    public_der = webhook_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    smtp = urllib.parse.urlsplit(fakes["smtp"].url)
     return {**stack_env, "HERALD_WEB_PORT": str(free_port()),
+            # Real providers (through their SDKs) against local fakes; short retries.
+            "HERALD_CHANNELS": "push=log;email=sendgrid>smtp;sms=twilio;inapp=log",
+            "HERALD_SENDGRID_API_KEY": "SG.test", "HERALD_SENDGRID_BASE_URL": fakes["sendgrid"].url,
+            "HERALD_EMAIL_FROM": "herald@example.org",
+            "HERALD_SMTP_HOST": smtp.hostname or "127.0.0.1", "HERALD_SMTP_PORT": str(smtp.port),
+            "HERALD_SMTP_STARTTLS": "false",
+            "HERALD_TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "HERALD_TWILIO_AUTH_TOKEN": "twilio-token",
+            "HERALD_TWILIO_BASE_URL": fakes["twilio"].url, "HERALD_SMS_FROM": "+15005550006",
+            "HERALD_SENDGRID_WEBHOOK_PUBLIC_KEY": base64.b64encode(public_der).decode(),
+            "HERALD_RETRY_DELAYS": "1,2", "HERALD_BREAKER_FAILURES": "3",
+            "HERALD_BREAKER_OPEN_SECONDS": "5",
             "HERALD_DATA_DIR": str(tmp_path_factory.mktemp("worker-data")),
             "HERALD_LOG_LEVEL": "info",
             # Short windows so the timed rules show within a test's deadline.

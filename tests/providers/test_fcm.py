@@ -39,6 +39,23 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(autouse=True)
+def no_egress(monkeypatch):
+    """Route any request that is not for 127.0.0.1 to a closed local port.
+
+    After its first token, google-auth looks up the service account's
+    Regional Access Boundary at iamcredentials.googleapis.com in a background
+    thread (not configurable); the test must not reach Google, nor leave a
+    socket open to it.
+    """
+    proxy = f"http://127.0.0.1:{closed_port()}"
+    for name in ("https_proxy", "http_proxy"):
+        monkeypatch.setenv(name, proxy)
+        monkeypatch.setenv(name.upper(), proxy)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
 @pytest.fixture
 async def fake():
     async with FakeFCM(project_id=PROJECT) as fake:
@@ -161,6 +178,18 @@ async def test_sender_id_mismatch_is_permanent(fake, provider):
     assert not isinstance(raised.value, TokenUnregistered)
 
 
+async def test_a_401_is_retried_by_google_auth_with_a_fresh_token_then_permanent(fake, provider):
+    # Given: FCM keeps refusing the caller (THIRD_PARTY_AUTH_ERROR, 401)
+    fake.script.fail_next(3, status=401)
+
+    # When / Then
+    with pytest.raises(PermanentDeliveryError, match="UNAUTHENTICATED"):
+        await provider.send(push())
+    # google-auth's session refreshes the token and retries on 401, twice at most.
+    assert fake.script.requests == 3
+    assert len(fake.access_tokens) == 3
+
+
 async def test_invalid_token_is_permanent_but_not_removed(fake, provider):
     fake.script.invalid("garbage")
 
@@ -223,6 +252,14 @@ def test_from_env_reports_unreadable_credentials(tmp_path):
         FCMProvider.from_env({"HERALD_FCM_CREDENTIALS": str(tmp_path / "missing.json")})
 
 
+def test_from_env_wants_a_project_when_the_service_account_names_none(fake, tmp_path):
+    account = {**fake.service_account(), "project_id": ""}
+    (tmp_path / "sa.json").write_text(json.dumps(account), encoding="utf-8")
+
+    with pytest.raises(ProviderDisabled, match="HERALD_FCM_PROJECT_ID is not set"):
+        FCMProvider.from_env({"HERALD_FCM_CREDENTIALS": str(tmp_path / "sa.json")})
+
+
 async def test_project_id_setting_overrides_the_credentials(fake, credentials):
     provider = FCMProvider.from_env({"HERALD_FCM_CREDENTIALS": credentials,
                                      "HERALD_FCM_BASE_URL": fake.url,
@@ -246,3 +283,10 @@ async def test_an_installation_id_is_sent_as_fid_and_a_registration_token_as_tok
 
     assert sorted((sent["target"], sent["token"]) for sent in fake.received) == [
         ("fid", fid), ("token", f"{fid}:APA91bH0-registration-token")]
+
+
+
+
+async def test_aclose_twice_is_harmless(provider):
+    await provider.aclose()
+    await provider.aclose()

@@ -173,3 +173,14 @@ def test_retry_after_reads_seconds_and_http_dates(value, expected):
     from providers.twilio import _retry_after
 
     assert _retry_after({} if value is None else {"Retry-After": value}) == expected
+
+
+def test_retry_after_as_a_future_http_date_is_the_seconds_until_then():
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    from providers.twilio import _retry_after
+
+    value = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=60), usegmt=True)
+
+    assert 55 <= _retry_after({"Retry-After": value}) <= 60

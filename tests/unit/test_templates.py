@@ -420,3 +420,11 @@ def test_shipped_examples_read_as_intended():
         "Nouvelle connexion depuis Nîmes. Pas vous ? Changez votre mot de passe.")
     assert render_with(catalog, "welcome@1", channel="email", locale="fr",
                        data={"name": "Ana"}).title == "Bienvenue, Ana !"
+
+
+def test_a_subject_only_email_repeats_the_subject_as_its_body() -> None:
+    # Given a plain notification with a title and no body
+    rendered = render(TemplateCatalog(), template=None, title="Invoice ready", body=None,
+                      data={}, locale=None, channel="email")
+    # Then the email still has content, as email providers require
+    assert (rendered.title, rendered.body) == ("Invoice ready", "Invoice ready")
