@@ -399,8 +399,12 @@ def main() -> None:
     parser.add_argument("--topic", default=DEFAULT_TOPIC)
     parser.add_argument("--key-out", metavar="PATH", help="write the team's .p8 key here (HERALD_APNS_KEY)")
     parser.add_argument("--ca-out", metavar="PATH", help="write the fake's CA here (HERALD_APNS_CA_FILE)")
+    parser.add_argument("--unregistered", metavar="TOKEN", action="append", default=[],
+                        help="a device token to answer 410 Unregistered for (repeatable)")
     args = parser.parse_args()
     fake = FakeAPNs(key_id=args.key_id, team_id=args.team_id, topic=args.topic)
+    for token in args.unregistered:
+        fake.script.unregistered(token)
     if args.key_out:
         fake.write_key(args.key_out)
     if args.ca_out:

@@ -25,6 +25,10 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from testing.fakes.apns import DEFAULT_KEY_ID as APNS_KEY_ID
+from testing.fakes.apns import DEFAULT_TEAM_ID as APNS_TEAM_ID
+from testing.fakes.apns import DEFAULT_TOPIC as APNS_TOPIC
+
 ROOT = Path(__file__).resolve().parents[2]
 STACK_DIR = ROOT / ".local" / "test-stack"
 KAFKA_PORT = int(os.environ.get("HERALD_TEST_KAFKA_PORT", "19092"))
@@ -136,8 +140,14 @@ def stack_env() -> Iterator[dict[str, str]]:
                        capture_output=True, timeout=120)
 
 
+#: The APNs fake answers 410 Unregistered for this device token.
+GONE_APNS_TOKEN = "dead" * 16
+
+
 class Fake:
     """A provider fake running as its own process, scripted over HTTP."""
+
+    files: Path
 
     def __init__(self, module: str, *args: str) -> None:
         self.process = subprocess.Popen([sys.executable, "-m", f"testing.fakes.{module}",
@@ -169,11 +179,15 @@ class Fake:
 
 
 @pytest.fixture(scope="session")
-def fakes() -> Iterator[dict[str, Fake]]:
+def fakes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Fake]]:
     """SendGrid, Twilio and SMTP fakes speaking the vendors' wire APIs."""
+    keys = tmp_path_factory.mktemp("apns")
     running = {"sendgrid": Fake("sendgrid", "--api-key", "SG.test"),
                "twilio": Fake("twilio", "--auth-token", "twilio-token"),
-               "smtp": Fake("smtp")}
+               "smtp": Fake("smtp"),
+               "apns": Fake("apns", "--key-out", str(keys / "key.p8"), "--ca-out",
+                            str(keys / "ca.pem"), "--unregistered", GONE_APNS_TOKEN)}
+    running["apns"].files = keys
     yield running
     for fake in running.values():
         fake.stop()
@@ -199,7 +213,11 @@ def worker_env(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFacto
     smtp = urllib.parse.urlsplit(fakes["smtp"].url)
     return {**stack_env, "HERALD_WEB_PORT": str(free_port()),
             # Real providers (through their SDKs) against local fakes; short retries.
-            "HERALD_CHANNELS": "push=log;email=sendgrid>smtp;sms=twilio;inapp=log",
+            "HERALD_CHANNELS": "push=apns;email=sendgrid>smtp;sms=twilio;inapp=log",
+            "HERALD_APNS_KEY": str(fakes["apns"].files / "key.p8"),
+            "HERALD_APNS_CA_FILE": str(fakes["apns"].files / "ca.pem"),
+            "HERALD_APNS_BASE_URL": fakes["apns"].url, "HERALD_APNS_KEY_ID": APNS_KEY_ID,
+            "HERALD_APNS_TEAM_ID": APNS_TEAM_ID, "HERALD_APNS_TOPIC": APNS_TOPIC,
             "HERALD_SENDGRID_API_KEY": "SG.test", "HERALD_SENDGRID_BASE_URL": fakes["sendgrid"].url,
             "HERALD_EMAIL_FROM": "herald@example.org",
             "HERALD_SMTP_HOST": smtp.hostname or "127.0.0.1", "HERALD_SMTP_PORT": str(smtp.port),

@@ -217,3 +217,43 @@ def _post_json(url: str, payload: str, timestamp: str, signature: str) -> int:
         "Content-Type": "application/json",
         "X-Twilio-Email-Event-Webhook-Timestamp": timestamp,
         "X-Twilio-Email-Event-Webhook-Signature": signature})
+
+
+async def test_unregistered_push_token_is_removed_and_not_tried_again(
+        worker, worker_env, producer, db, unique):
+    import uuid
+
+    from tests.integration.conftest import GONE_APNS_TOKEN
+
+    # Given a user with a live device and one APNs says is gone
+    user = f"u-{unique}"
+    good = uuid.uuid4().hex * 2
+    await contact(producer, user, push_tokens=[{"token": good, "platform": "apns"},
+                                               {"token": GONE_APNS_TOKEN, "platform": "apns"}])
+    first = f"n1-{unique}"
+    await produce(producer, "notifications", user, {
+        "id": first, "user_id": user, "title": "Hi", "channels": ["push"]})
+
+    # Then the push is sent to the live device and the dead token is removed
+    async def sent():
+        row = (await deliveries(db, first)).get("push")
+        return row if row and row["status"] == "SENT" else None
+    await eventually(sent, what="push SENT")
+
+    async def cleaned():
+        status, body = worker.get(f"/v1/tables/contacts/{user}")
+        tokens = [t["token"] for t in body["value"]["push_tokens"]] if status == 200 else None
+        return tokens if tokens == [good] else None
+    await eventually(cleaned, what="the unregistered token removed")
+    # And the next push only targets the live device
+    second = f"n2-{unique}"
+    await produce(producer, "notifications", user, {
+        "id": second, "user_id": user, "title": "Again", "channels": ["push"]})
+
+    async def sent_again():
+        row = (await deliveries(db, second)).get("push")
+        return row if row and row["status"] == "SENT" else None
+    await eventually(sent_again, what="second push SENT")
+    delivery = await read_topic(worker_env["HERALD_KAFKA_BOOTSTRAP"], "deliveries.push",
+                                lambda v: v.get("notification_id") == second)
+    assert [t["token"] for t in delivery["push_tokens"]] == [good]
