@@ -28,13 +28,12 @@ from aioapns.connection import APNsProductionClientProtocol
 
 from app.errors import (
     DeliveryError,
-    InvalidRecipient,
     PermanentDeliveryError,
     ProviderDisabled,
     TokenUnregistered,
     TransientDeliveryError,
 )
-from providers.base import Provider, Receipt
+from providers.base import PushProvider
 from schemas.records import Delivery
 
 DEFAULT_BASE_URL = "https://api.push.apple.com"
@@ -104,11 +103,12 @@ async def _ignore_refusal(request: NotificationRequest, result: NotificationResu
     """aioapns logs every refusal as an error unless given this; herald maps them instead."""
 
 
-class APNsProvider(Provider):
+class APNsProvider(PushProvider):
     """Sends a push delivery to the user's APNs device tokens, one HTTP/2 stream per token."""
 
     name = "apns"
     platform = "apns"
+    token_kind = "APNs"
 
     def __init__(self, key: str, key_id: str, team_id: str, topic: str,
                  base_url: str = DEFAULT_BASE_URL, ca_file: str | None = None,
@@ -161,14 +161,6 @@ class APNsProvider(Provider):
             self._client = client
         return self._client
 
-    async def _send(self, delivery: Delivery) -> Receipt:
-        tokens = [t.token for t in delivery.push_tokens if t.platform == self.platform]
-        if not tokens:
-            raise InvalidRecipient(f"apns: notification {delivery.notification_id} has no APNs token")
-        outcomes = await asyncio.gather(*(self._send_to(token, delivery) for token in tokens),
-                                        return_exceptions=True)
-        return self._receipt(tokens, outcomes)
-
     async def _send_to(self, token: str, delivery: Delivery) -> str:
         request = build_request(token, delivery)
         try:
@@ -180,21 +172,6 @@ class APNsProvider(Provider):
         if not result.is_successful:
             raise map_refusal(token, result, retry_after)
         return result.notification_id
-
-    def _receipt(self, tokens: list[str], outcomes: list[Any]) -> Receipt:
-        """One receipt for all tokens: delivered if any device accepted it."""
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException) and not isinstance(outcome, DeliveryError):
-                raise outcome
-        accepted = [o for o in outcomes if isinstance(o, str)]
-        gone = tuple(t for t, o in zip(tokens, outcomes) if isinstance(o, TokenUnregistered))
-        if accepted:
-            return Receipt(self.name, accepted[0], gone)
-        if len(gone) == len(tokens):
-            raise TokenUnregistered(f"apns: every token is unregistered ({len(gone)})", tokens=gone)
-        failures = [o for o in outcomes if not isinstance(o, TokenUnregistered)]
-        # No device got it: a retry can still reach them if any failure was transient.
-        raise next((f for f in failures if f.retriable), failures[0])
 
     async def aclose(self) -> None:
         """Close the HTTP/2 connections and wait until their transports are gone."""

@@ -9,10 +9,13 @@ anything unexpected to a transient error, so callers only ever see
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
-from typing import Mapping
+from datetime import timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, Mapping
 
-from app.errors import DeliveryError, TransientDeliveryError
+from app.errors import DeliveryError, InvalidRecipient, TokenUnregistered, TransientDeliveryError
 from schemas.records import Delivery
 
 
@@ -63,3 +66,77 @@ class Provider:
 
     async def aclose(self) -> None:
         """Release the provider's clients."""
+
+
+class PushProvider(Provider):
+    """Base of the push providers: one send per device token of the provider's platform.
+
+    A push provider implements :meth:`_send_to` for one token; the delivery
+    is delivered when any of the user's devices accepted it (see
+    :func:`combine_push_outcomes`).
+    """
+
+    #: The ``PushToken.platform`` this provider sends to, and how messages name its tokens.
+    platform = "base"
+    token_kind = "push"
+
+    async def _send(self, delivery: Delivery) -> Receipt:
+        tokens = [t.token for t in delivery.push_tokens if t.platform == self.platform]
+        if not tokens:
+            raise InvalidRecipient(
+                f"{self.name}: notification {delivery.notification_id} has no {self.token_kind} token")
+        outcomes = await asyncio.gather(*(self._send_to(token, delivery) for token in tokens),
+                                        return_exceptions=True)
+        return combine_push_outcomes(self.name, tokens, outcomes)
+
+    async def _send_to(self, token: str, delivery: Delivery) -> str:
+        """Push ``delivery`` to the device of ``token``: the provider's message id, or a ``DeliveryError``."""
+        raise NotImplementedError
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header value: delta-seconds or an HTTP date.
+
+    Never negative (a date in the past is ``0.0``); ``None`` when the header
+    is absent, empty or unparseable. ``now`` is the current time as a Unix
+    timestamp (default :func:`time.time`), which an HTTP date is measured from.
+    """
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC without a stated zone
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def combine_push_outcomes(provider: str, tokens: list[str], outcomes: list[Any]) -> Receipt:
+    """One receipt for a push sent to each of ``tokens``: delivered if any device accepted it.
+
+    ``outcomes`` are the per-token results in the order of ``tokens``, as
+    ``asyncio.gather(..., return_exceptions=True)`` returns them: the message
+    id (a ``str``) of an accepted send, or the exception of a failed one.
+    Anything but a :class:`~app.errors.DeliveryError` is raised again. With
+    one device reached, the receipt lists the tokens found unregistered; with
+    every token unregistered, :class:`~app.errors.TokenUnregistered` carries
+    them all; otherwise the first retriable failure is raised, else the first
+    failure.
+    """
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, DeliveryError):
+            raise outcome
+    accepted = [o for o in outcomes if isinstance(o, str)]
+    gone = tuple(t for t, o in zip(tokens, outcomes) if isinstance(o, TokenUnregistered))
+    if accepted:
+        return Receipt(provider, accepted[0], gone)
+    if len(gone) == len(tokens):
+        raise TokenUnregistered(f"{provider}: every token is unregistered ({len(gone)})", tokens=gone)
+    failures = [o for o in outcomes if not isinstance(o, TokenUnregistered)]
+    # No device got it: a retry can still reach them if any failure was transient.
+    raise next((f for f in failures if f.retriable), failures[0])

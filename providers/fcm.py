@@ -14,13 +14,11 @@ mapped to :mod:`app.errors` here and nowhere else.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import re
-import time
 import uuid
 import warnings
-from typing import Any, Mapping
+from typing import Mapping
 from urllib.parse import urlsplit
 
 import firebase_admin
@@ -30,13 +28,12 @@ from firebase_admin import credentials, exceptions, messaging
 
 from app.errors import (
     DeliveryError,
-    InvalidRecipient,
     PermanentDeliveryError,
     ProviderDisabled,
     TokenUnregistered,
     TransientDeliveryError,
 )
-from providers.base import Provider, Receipt
+from providers.base import PushProvider, retry_after_seconds
 from schemas.records import Delivery
 
 DEFAULT_BASE_URL = "https://fcm.googleapis.com"
@@ -82,11 +79,12 @@ class _MessagingService(messaging._MessagingService):  # noqa: SLF001 - see the 
         super().close()
 
 
-class FCMProvider(Provider):
+class FCMProvider(PushProvider):
     """Sends a push delivery to the user's FCM tokens, one HTTP v1 request per token."""
 
     name = "fcm"
     platform = "fcm"
+    token_kind = "FCM"
 
     def __init__(self, service_account: str | credentials.Certificate, project_id: str | None = None,
                  base_url: str = DEFAULT_BASE_URL, timeout: float = 10.0) -> None:
@@ -123,14 +121,6 @@ class FCMProvider(Provider):
             raise ProviderDisabled(f"HERALD_FCM_BASE_URL must be an http(s) URL, not {base_url!r}")
         return cls(certificate, project_id, base_url)
 
-    async def _send(self, delivery: Delivery) -> Receipt:
-        tokens = [t.token for t in delivery.push_tokens if t.platform == self.platform]
-        if not tokens:
-            raise InvalidRecipient(f"fcm: notification {delivery.notification_id} has no FCM token")
-        outcomes = await asyncio.gather(*(self._send_to(token, delivery) for token in tokens),
-                                        return_exceptions=True)
-        return self._receipt(tokens, outcomes)
-
     async def _send_to(self, token: str, delivery: Delivery) -> str:
         message = build_message(token, delivery)
         try:
@@ -142,21 +132,6 @@ class FCMProvider(Provider):
         except ValueError as exc:
             # The SDK validates the message before sending: sending it again cannot help.
             raise PermanentDeliveryError(f"fcm: message refused by firebase-admin: {exc}") from exc
-
-    def _receipt(self, tokens: list[str], outcomes: list[Any]) -> Receipt:
-        """One receipt for all tokens: delivered if any device accepted it."""
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException) and not isinstance(outcome, DeliveryError):
-                raise outcome
-        accepted = [o for o in outcomes if isinstance(o, str)]
-        gone = tuple(t for t, o in zip(tokens, outcomes) if isinstance(o, TokenUnregistered))
-        if accepted:
-            return Receipt(self.name, accepted[0], gone)
-        if len(gone) == len(tokens):
-            raise TokenUnregistered(f"fcm: every token is unregistered ({len(gone)})", tokens=gone)
-        failures = [o for o in outcomes if not isinstance(o, TokenUnregistered)]
-        # No device got it: a retry can still reach them if any failure was transient.
-        raise next((f for f in failures if f.retriable), failures[0])
 
     async def aclose(self) -> None:
         """Close the SDK's HTTP sessions and drop the firebase app."""
@@ -222,17 +197,7 @@ def map_auth_error(exc: google.auth.exceptions.GoogleAuthError) -> DeliveryError
 
 
 def _retry_after(exc: exceptions.FirebaseError) -> float | None:
-    """Seconds from the answer's Retry-After header (delta-seconds or an HTTP date)."""
+    """Seconds from the answer's Retry-After header, if there was an answer."""
     if exc.http_response is None:
         return None
-    value = exc.http_response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+    return retry_after_seconds(exc.http_response.headers.get("Retry-After"))

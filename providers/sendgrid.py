@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from datetime import datetime, timezone
-from email.utils import parseaddr, parsedate_to_datetime
+from email.utils import parseaddr
 from typing import Any, Mapping
 
 from python_http_client.exceptions import HTTPError
@@ -20,7 +19,7 @@ from sendgrid import SendGridAPIClient
 from app.errors import (
     DeliveryError, InvalidRecipient, PermanentDeliveryError, ProviderDisabled, TransientDeliveryError,
 )
-from providers.base import Provider, Receipt
+from providers.base import Provider, Receipt, retry_after_seconds
 from schemas.records import Delivery
 
 DEFAULT_BASE_URL = "https://api.sendgrid.com"
@@ -99,7 +98,7 @@ def _http_error(exc: HTTPError) -> DeliveryError:
     detail = _messages(exc.body)
     message = f"sendgrid: HTTP {status}: {detail}"
     if status == 429 or status >= 500:
-        return TransientDeliveryError(message, retry_after=_retry_after(exc.headers))
+        return TransientDeliveryError(message, retry_after=retry_after_seconds((exc.headers or {}).get("Retry-After")))
     if status == 400 and any(_RECIPIENT_FIELD.match(field or "") for field in _fields(exc.body)):
         return InvalidRecipient(message)
     return PermanentDeliveryError(message)
@@ -123,20 +122,3 @@ def _messages(body: bytes | str | None) -> str:
         return (body.decode(errors="replace") if isinstance(body, bytes) else str(body or ""))[:200]
     return "; ".join(f"{e.get('field') or '-'}: {e.get('message')}" for e in errors)
 
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` without one."""
-    value = headers.get("Retry-After") if headers is not None else None
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # "-0000": UTC without a stated zone
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())

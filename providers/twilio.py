@@ -15,9 +15,7 @@ leaves auth, encoding and parsing to the SDK. The client's ``edge`` and
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
-from typing import Any, Mapping
+from typing import Mapping
 
 import aiohttp
 from twilio.base.exceptions import TwilioException
@@ -28,7 +26,7 @@ from twilio.rest import Client
 from app.errors import (
     DeliveryError, InvalidRecipient, PermanentDeliveryError, ProviderDisabled, TransientDeliveryError,
 )
-from providers.base import Provider, Receipt
+from providers.base import Provider, Receipt, retry_after_seconds
 from schemas.records import Delivery
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
@@ -61,7 +59,7 @@ class _HttpClient(AsyncTwilioHttpClient):
         status = response.status_code
         if status == 429 or status >= 500:
             raise TransientDeliveryError(f"twilio: HTTP {status}: {response.text[:200]}",
-                                         retry_after=_retry_after(response.headers))
+                                         retry_after=retry_after_seconds((response.headers or {}).get("Retry-After")))
         return response
 
 
@@ -135,20 +133,3 @@ def _twilio_error(exc: TwilioException) -> DeliveryError:
         return TransientDeliveryError(message)
     return PermanentDeliveryError(message)
 
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` without one."""
-    value = headers.get("Retry-After") if headers is not None else None
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # "-0000": UTC without a stated zone
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())

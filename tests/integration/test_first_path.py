@@ -25,7 +25,7 @@ async def test_update_then_notification_reaches_sent_on_every_wanted_channel(
     user = f"u-{unique}"
     await produce(producer, "user-updates", user, {
         "user_id": user, "email": f"{user}@example.org", "phone": "+33612345678",
-        "push_tokens": [{"token": f"tok-{unique}", "platform": "fcm"}]})
+        "push_tokens": [{"token": unique * 5 + "0000", "platform": "apns"}]})
     # When it sends a notification right after, in the documented JSON
     nid = f"n-{unique}"
     await produce(producer, "notifications", user, {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 import uuid
 
@@ -21,30 +20,18 @@ from providers import load_provider
 from providers.apns import APNsProvider
 from schemas.records import Delivery, PushToken
 from testing.fakes.apns import FakeAPNs
+from tests.providers import support
+from tests.providers.support import closed_port, fake_fixture, provider_fixture
 
 KEY_ID, TEAM_ID, TOPIC = "KEY1234567", "TEAM123456", "org.example.herald"
 PHONE, TABLET, OLD_PHONE = "a1" * 32, "b2" * 32, "c3" * 32
 
 
 def push(*tokens: str, **overrides: object) -> Delivery:
-    fields = dict(notification_id="n-1", user_id="u-42", channel="push", address="",
-                  title="New sign-in", body="From Paris", category="security", priority="critical",
-                  created_at="2024-05-01T10:00:00+00:00", data={"city": "Paris"},
-                  push_tokens=[PushToken(token=t, platform="apns") for t in tokens or (PHONE,)])
-    fields.update(overrides)
-    return Delivery(**fields)
+    return support.push("apns", tokens or (PHONE,), **overrides)
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-async def fake():
-    async with FakeAPNs(key_id=KEY_ID, team_id=TEAM_ID, topic=TOPIC) as fake:
-        yield fake
+fake = fake_fixture(lambda: FakeAPNs(key_id=KEY_ID, team_id=TEAM_ID, topic=TOPIC))
 
 
 @pytest.fixture
@@ -57,11 +44,7 @@ def env(fake, tmp_path):
     }
 
 
-@pytest.fixture
-async def provider(env):
-    provider = APNsProvider.from_env(env)
-    yield provider
-    await provider.aclose()
+provider = provider_fixture(APNsProvider.from_env)
 
 
 async def test_sends_over_http2_with_a_provider_token_and_herald_payload(fake, provider):

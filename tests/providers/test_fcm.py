@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -20,23 +19,15 @@ from providers import load_provider
 from providers.fcm import FCMProvider
 from schemas.records import Delivery, PushToken
 from testing.fakes.fcm import FakeFCM
+from tests.providers import support
+from tests.providers.support import closed_port, fake_fixture, provider_fixture
 
 PROJECT = "herald-test"
 
 
 def push(*tokens: str, **overrides: object) -> Delivery:
-    fields = dict(notification_id="n-1", user_id="u-42", channel="push", address="",
-                  title="New sign-in", body="From Paris", category="security", priority="critical",
-                  created_at="2024-05-01T10:00:00+00:00", data={"city": "Paris", "attempts": 3},
-                  push_tokens=[PushToken(token=t, platform="fcm") for t in tokens or ("fcm-token-1",)])
-    fields.update(overrides)
-    return Delivery(**fields)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return support.push("fcm", tokens or ("fcm-token-1",),
+                        **{"data": {"city": "Paris", "attempts": 3}, **overrides})
 
 
 @pytest.fixture(autouse=True)
@@ -56,10 +47,7 @@ def no_egress(monkeypatch):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
-@pytest.fixture
-async def fake():
-    async with FakeFCM(project_id=PROJECT) as fake:
-        yield fake
+fake = fake_fixture(lambda: FakeFCM(project_id=PROJECT))
 
 
 @pytest.fixture
@@ -67,12 +55,8 @@ def credentials(fake, tmp_path):
     return str(fake.write_service_account(tmp_path / "service-account.json"))
 
 
-@pytest.fixture
-async def provider(fake, credentials):
-    provider = FCMProvider.from_env({"HERALD_FCM_CREDENTIALS": credentials,
-                                     "HERALD_FCM_BASE_URL": fake.url})
-    yield provider
-    await provider.aclose()
+provider = provider_fixture(lambda fake, credentials: FCMProvider.from_env(
+    {"HERALD_FCM_CREDENTIALS": credentials, "HERALD_FCM_BASE_URL": fake.url}))
 
 
 async def test_sends_through_the_sdk_with_an_oauth_token_and_herald_data(fake, provider):

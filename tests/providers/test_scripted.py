@@ -12,10 +12,10 @@ import pytest
 
 from app.errors import TransientDeliveryError
 from providers.twilio import TwilioProvider
-from schemas.records import Delivery
 from testing.fakes.scripted import Script
 from testing.fakes.sendgrid import FakeSendGrid
 from testing.fakes.twilio import DEFAULT_ACCOUNT_SID, FakeTwilio
+from tests.providers.support import sms
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,9 +132,7 @@ async def test_a_message_accepted_before_a_hang_is_received_although_the_sender_
         try:
             # When
             with pytest.raises(TransientDeliveryError):
-                await provider.send(Delivery(
-                    notification_id="n-1", user_id="u-1", channel="sms", address="+33612345678", title=None,
-                    body="hello", category="security", priority="high", created_at="2024-05-01T10:00:00+00:00"))
+                await provider.send(sms(user_id="u-1", body="hello", priority="high"))
         finally:
             await provider.aclose()
 

@@ -2,46 +2,20 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from app.errors import InvalidRecipient, PermanentDeliveryError, ProviderDisabled, TransientDeliveryError
 from providers import load_provider
 from providers.sendgrid import DEFAULT_BASE_URL, SendGridProvider
-from schemas.records import Delivery
 from testing.fakes.sendgrid import FakeSendGrid
+from tests.providers.support import closed_port, email, fake_fixture, provider_fixture
 
 API_KEY = "SG.test-key"
 SENDER = "Herald <herald@example.org>"
 ENV = {"HERALD_SENDGRID_API_KEY": API_KEY, "HERALD_EMAIL_FROM": SENDER}
 
-
-def email(**overrides: object) -> Delivery:
-    fields = dict(notification_id="n-1", user_id="u-42", channel="email", address="ada@example.org",
-                  title="New sign-in", body="From Paris", category="security", priority="high",
-                  created_at="2024-05-01T10:00:00+00:00")
-    fields.update(overrides)
-    return Delivery(**fields)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-async def fake():
-    async with FakeSendGrid(api_key=API_KEY) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def provider(fake):
-    provider = SendGridProvider(API_KEY, SENDER, base_url=fake.url, timeout=2.0)
-    yield provider
-    await provider.aclose()
+fake = fake_fixture(lambda: FakeSendGrid(api_key=API_KEY))
+provider = provider_fixture(lambda fake: SendGridProvider(API_KEY, SENDER, base_url=fake.url, timeout=2.0))
 
 
 async def test_sends_the_email_with_its_idempotency_marker(fake, provider):

@@ -2,38 +2,18 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from app.errors import InvalidRecipient, PermanentDeliveryError, ProviderDisabled, TransientDeliveryError
 from providers import load_provider
 from providers.smtp import SmtpProvider, message_id
-from schemas.records import Delivery
 from testing.fakes.smtp import FakeSmtp
+from tests.providers.support import closed_port, email, fake_fixture
 
 SENDER = "Herald <herald@example.org>"
 ENV = {"HERALD_SMTP_HOST": "127.0.0.1", "HERALD_EMAIL_FROM": SENDER}
 
-
-def email(**overrides: object) -> Delivery:
-    fields = dict(notification_id="n-1", user_id="u-42", channel="email", address="ada@example.org",
-                  title="New sign-in", body="From Paris", category="security", priority="high",
-                  created_at="2024-05-01T10:00:00+00:00")
-    fields.update(overrides)
-    return Delivery(**fields)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-async def fake():
-    async with FakeSmtp() as fake:
-        yield fake
+fake = fake_fixture(FakeSmtp)
 
 
 @pytest.fixture

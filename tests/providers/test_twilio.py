@@ -3,47 +3,22 @@
 from __future__ import annotations
 
 import re
-import socket
 
 import pytest
 
 from app.errors import InvalidRecipient, PermanentDeliveryError, ProviderDisabled, TransientDeliveryError
 from providers import load_provider
 from providers.twilio import DEFAULT_BASE_URL, TwilioProvider
-from schemas.records import Delivery
 from testing.fakes.twilio import FakeTwilio
+from tests.providers.support import closed_port, fake_fixture, provider_fixture, sms
 
 SID = "AC" + "1" * 32
 TOKEN = "auth-token"
 SENDER = "+15005550006"
 ENV = {"HERALD_TWILIO_ACCOUNT_SID": SID, "HERALD_TWILIO_AUTH_TOKEN": TOKEN, "HERALD_SMS_FROM": SENDER}
 
-
-def sms(**overrides: object) -> Delivery:
-    fields = dict(notification_id="n-1", user_id="u-42", channel="sms", address="+33612345678",
-                  title=None, body="Your code is 123456", category="security", priority="critical",
-                  created_at="2024-05-01T10:00:00+00:00")
-    fields.update(overrides)
-    return Delivery(**fields)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-async def fake():
-    async with FakeTwilio(account_sid=SID, auth_token=TOKEN) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def provider(fake):
-    provider = TwilioProvider(SID, TOKEN, SENDER, base_url=fake.url, timeout=2.0)
-    yield provider
-    await provider.aclose()
+fake = fake_fixture(lambda: FakeTwilio(account_sid=SID, auth_token=TOKEN))
+provider = provider_fixture(lambda fake: TwilioProvider(SID, TOKEN, SENDER, base_url=fake.url, timeout=2.0))
 
 
 async def test_sends_the_sms_and_returns_the_message_sid(fake, provider):
@@ -166,21 +141,3 @@ def test_from_env_defaults_to_twilio_and_accepts_another_base_url():
 def test_registered_as_twilio():
     assert load_provider("twilio") is TwilioProvider
 
-
-@pytest.mark.parametrize(("value", "expected"), [
-    ("3", 3.0), ("0.5", 0.5), ("-1", 0.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0), ("soon", None), (None, None)])
-def test_retry_after_reads_seconds_and_http_dates(value, expected):
-    from providers.twilio import _retry_after
-
-    assert _retry_after({} if value is None else {"Retry-After": value}) == expected
-
-
-def test_retry_after_as_a_future_http_date_is_the_seconds_until_then():
-    from datetime import datetime, timedelta, timezone
-    from email.utils import format_datetime
-
-    from providers.twilio import _retry_after
-
-    value = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=60), usegmt=True)
-
-    assert 55 <= _retry_after({"Retry-After": value}) <= 60
