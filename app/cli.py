@@ -135,14 +135,16 @@ _pg_port_option = click.option("--pg-port", type=int, default=None,
 @_kafka_port_option
 @_pg_port_option
 @click.option("--fresh", is_flag=True, help="Delete the stack's data first.")
+@click.option("--demo", is_flag=True,
+              help="Also run the provider fakes and point the providers at them.")
 def dev_up(directory: str | None, kafka_port: int | None, pg_port: int | None,
-           fresh: bool) -> None:
+           fresh: bool, demo: bool) -> None:
     """Start Kafka and PostgreSQL in the background (reuses what already runs)."""
     from app.devstack import StackError
 
     stack = _stack(directory, kafka_port, pg_port)
     try:
-        stack.up(fresh=fresh, echo=click.echo)
+        stack.up(fresh=fresh, demo=demo, echo=click.echo)
     except StackError as exc:
         _fail(str(exc))
     click.echo(f"settings written to {stack.env_file} (source it in any shell)")

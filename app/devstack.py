@@ -183,8 +183,12 @@ class DevStack:
 
     # -- commands -----------------------------------------------------------
 
-    def up(self, *, fresh: bool = False, echo: Echo = print) -> None:
-        """Start Kafka and PostgreSQL (reusing running ones) and write ``herald.env``."""
+    def up(self, *, fresh: bool = False, demo: bool = False, echo: Echo = print) -> None:
+        """Start Kafka and PostgreSQL (reusing running ones) and write ``herald.env``.
+
+        With ``demo``, the provider fakes start too and the settings point the
+        worker's real provider SDKs at them (see :mod:`app.demo`).
+        """
         if fresh:
             self.down(echo=echo)
             for path in (self.kafka_dir / "data", self.pg_dir, self.root / "data"):
@@ -198,12 +202,20 @@ class DevStack:
         self._wait_kafka(echo)
         self._prepare_database(echo)
         self._create_topics(echo)
-        self.env_file.write_text("".join(f"export {k}={v}\n" for k, v in self.settings().items()))
+        settings = self.settings()
+        if demo:
+            from app.demo import start_fakes
+
+            settings.update(start_fakes(self.root / "fakes", self.kafka_port + 8988, echo))
+        self.env_file.write_text("".join(f"export {k}='{v}'\n" for k, v in settings.items()))
         echo(f"stack ready in {time.monotonic() - started:.1f}s: Kafka {self.bootstrap}, "
              f"PostgreSQL {self.database_url}")
 
     def down(self, *, echo: Echo = print) -> None:
-        """Stop Kafka and PostgreSQL if they run."""
+        """Stop Kafka, PostgreSQL and the demo fakes if they run."""
+        from app.demo import stop_fakes
+
+        stop_fakes(self.root / "fakes", echo)
         pid = _alive(self.kafka_dir / "kafka.pid")
         if pid:
             os.kill(pid, signal.SIGTERM)

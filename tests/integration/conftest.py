@@ -133,7 +133,7 @@ def stack_env() -> Iterator[dict[str, str]]:
     env = dict(os.environ)
     for line in (STACK_DIR / "herald.env").read_text().splitlines():
         name, _, value = line.removeprefix("export ").partition("=")
-        env[name] = value
+        env[name] = value.strip("'")
     yield env
     if not os.environ.get("HERALD_TEST_KEEP_STACK"):
         subprocess.run(herald_command("dev", "down", "--dir", str(STACK_DIR)), cwd=ROOT,
