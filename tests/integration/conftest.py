@@ -30,7 +30,7 @@ from testing.fakes.apns import DEFAULT_TEAM_ID as APNS_TEAM_ID
 from testing.fakes.apns import DEFAULT_TOPIC as APNS_TOPIC
 
 ROOT = Path(__file__).resolve().parents[2]
-STACK_DIR = ROOT / ".local" / "test-stack"
+STACK_DIR = Path(os.environ.get("HERALD_TEST_STACK_DIR", str(ROOT / ".local" / "test-stack")))
 KAFKA_PORT = int(os.environ.get("HERALD_TEST_KAFKA_PORT", "19092"))
 PG_PORT = int(os.environ.get("HERALD_TEST_PG_PORT", "15432"))
 
