@@ -165,6 +165,99 @@ def dev_status(directory: str | None) -> None:
         sys.exit(1)
 
 
+def _iso(value: str | None) -> Any:
+    from datetime import datetime
+
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not an ISO-8601 time: {value!r}") from exc
+    if moment.tzinfo is None:
+        raise click.BadParameter(f"needs an offset, e.g. {value}+00:00")
+    return moment
+
+
+def _letters(reason: str | None, channel: str | None, since: str | None,
+             until: str | None) -> tuple[str, list[Any]]:
+    from app.deadletters import Selection, read_letters
+
+    selection = Selection(reason, channel, _iso(since), _iso(until))
+    try:
+        bootstrap = kafka_bootstrap_from_env(os.environ)
+    except SettingsError as exc:
+        _fail(str(exc))
+    try:
+        return bootstrap, asyncio.run(read_letters(bootstrap, selection))
+    except Exception as exc:  # noqa: BLE001 - reported in one line, not a traceback
+        _fail(f"could not read the DLQ from Kafka at {bootstrap}: {exc}")
+
+
+_filters = [
+    click.option("--reason", help="Only letters whose reason contains this."),
+    click.option("--channel", type=click.Choice(["push", "email", "sms", "inapp"])),
+    click.option("--since", help="Only letters from this ISO-8601 time on."),
+    click.option("--until", help="Only letters before this ISO-8601 time."),
+]
+
+
+def _with_filters(command: Any) -> Any:
+    for option in reversed(_filters):
+        command = option(command)
+    return command
+
+
+@main.group()
+def dlq() -> None:
+    """The dead-letter queue: what herald gave up on, and replaying it."""
+
+
+@dlq.command("ls")
+@_with_filters
+def dlq_ls(reason: str | None, channel: str | None, since: str | None, until: str | None) -> None:
+    """List dead letters (partition:offset, time, reason, error)."""
+    _, letters = _letters(reason, channel, since, until)
+    for letter in letters:
+        value = letter.value
+        click.echo(f"{letter.partition}:{letter.offset}\t{value['at']}\t{value['topic']}\t"
+                   f"{value['reason']}\t{(value.get('error') or '')[:80]}")
+    click.echo(f"{len(letters)} dead letters", err=True)
+
+
+@dlq.command("show")
+@click.argument("position")
+def dlq_show(position: str) -> None:
+    """Print one dead letter (POSITION is partition:offset, as ls prints it) as JSON."""
+    partition, sep, offset = position.partition(":")
+    if not sep or not partition.isdigit() or not offset.isdigit():
+        raise click.BadParameter("expected PARTITION:OFFSET, e.g. 3:17", param_hint="POSITION")
+    _, letters = _letters(None, None, None, None)
+    found = [l for l in letters if (l.partition, l.offset) == (int(partition), int(offset))]
+    if not found:
+        _fail(f"no dead letter at {position}")
+    click.echo(json.dumps(found[0].value, indent=2))
+
+
+@dlq.command("replay")
+@_with_filters
+@click.option("--dry-run", is_flag=True, help="Say what would be replayed, replay nothing.")
+def dlq_replay(reason: str | None, channel: str | None, since: str | None, until: str | None,
+               dry_run: bool) -> None:
+    """Send matching dead letters back: deliveries to their channel, events to their topic."""
+    from app.deadletters import replay, replay_target
+
+    bootstrap, letters = _letters(reason, channel, since, until)
+    for letter in letters:
+        topic, key, _ = replay_target(letter)
+        click.echo(f"{letter.partition}:{letter.offset} -> {topic} (key {key})")
+    if dry_run:
+        click.echo(f"dry run: {len(letters)} would be replayed")
+        return
+    count = asyncio.run(replay(bootstrap, letters))
+    click.echo(f"replayed {count}")
+
+
 @main.group()
 def db() -> None:
     """PostgreSQL schema commands."""

@@ -13,7 +13,7 @@ from app.context import Herald
 from app.settings import Settings
 from app.store import Store
 from app.topics import Topics
-from app import metrics, webhooks
+from app import api, metrics, webhooks
 from providers.channel import ChannelSender, build_provider
 from rules.breaker import BreakerPolicy
 from rules.templates import load_catalog
@@ -95,5 +95,6 @@ def create_herald(settings: Settings, senders: dict[str, ChannelSender] | None =
         module.register(herald)
     web.register(herald)
     webhooks.register(herald)
+    api.register(herald)
     app.service(Resources(herald))  # type: ignore[arg-type]
     return herald

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
+from app.auth import ApiKey, parse_api_keys, parse_jwt_public_key, parse_jwt_secret
 from providers.channel import DEFAULT_CHANNELS, parse_channels, parse_rate_caps
 from rules.digest import parse_digest_categories
 from rules.retries import DEFAULT_DELAYS, parse_delays
@@ -120,6 +121,12 @@ class Settings:
     #: The raw HERALD_* variables, for providers to read their own settings.
     provider_env: Mapping[str, str] = field(default_factory=dict)
     log_level: str = "info"
+    #: REST API credentials (app/auth.py); none at all keeps the API closed (503).
+    api_keys: tuple[ApiKey, ...] = ()
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_public_key: str | None = None
+    jwt_audience: str | None = None
+    max_body_bytes: int = 65536
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -156,6 +163,14 @@ class Settings:
             breaker_open_seconds=_read(env, "BREAKER_OPEN_SECONDS", _positive_float, "30"),
             provider_env={k: v for k, v in env.items() if k.startswith(PREFIX)},
             log_level=_read(env, "LOG_LEVEL", str, "info"),
+            api_keys=_read(env, "API_KEYS", parse_api_keys)
+            if env.get(PREFIX + "API_KEYS") else (),
+            jwt_secret=_read(env, "JWT_SECRET", parse_jwt_secret)
+            if env.get(PREFIX + "JWT_SECRET") else None,
+            jwt_public_key=_read(env, "JWT_PUBLIC_KEY", parse_jwt_public_key)
+            if env.get(PREFIX + "JWT_PUBLIC_KEY") else None,
+            jwt_audience=env.get(PREFIX + "JWT_AUDIENCE") or None,
+            max_body_bytes=_read(env, "MAX_BODY_BYTES", _positive_int, "65536"),
         )
 
     @property

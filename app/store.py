@@ -86,8 +86,10 @@ ON CONFLICT (notification_id, channel) DO UPDATE SET
     sent_at = coalesce(d.sent_at, excluded.sent_at),
     delivered_at = coalesce(d.delivered_at, excluded.delivered_at),
     read_at = coalesce(d.read_at, excluded.read_at),
-    status = CASE WHEN herald_status_rank(excluded.status) > herald_status_rank(d.status)
+    status = CASE WHEN NOT (excluded.attempts > 0 AND excluded.attempts < d.attempts) AND (
+                       herald_status_rank(excluded.status) > herald_status_rank(d.status)
                     OR (excluded.status = d.status AND excluded.attempts > d.attempts)
+                    OR (d.status IN ('DEAD', 'FAILED') AND excluded.attempts > d.attempts))
                   THEN excluded.status ELSE d.status END,
     attempts = greatest(d.attempts, excluded.attempts),
     reason = coalesce(excluded.reason, d.reason),
@@ -152,6 +154,10 @@ class Store:
                 logger.info("applied migrations: %s", ", ".join(applied))
             self._migrated = True
         return self._pool
+
+    async def pool(self) -> asyncpg.Pool:
+        """The connection pool, connected and migrated, for read queries (the inbox)."""
+        return await self._ready_pool()
 
     async def start(self) -> None:
         """Connect and bring the schema up to date."""

@@ -53,8 +53,18 @@ class DeliveryRow:
     read_at: str | None = None
 
 
+#: Failures a later attempt (a replay from the DLQ) supersedes.
+SUPERSEDED_BY_RETRY = frozenset({"DEAD", "FAILED"})
+
+
 def _outranks(status: str, attempts: int, row: DeliveryRow) -> bool:
     rank, current = STATUS_RANK[status], STATUS_RANK[row.status]
+    if 0 < attempts < row.attempts:
+        # An older attempt's event (a redelivery) never overrides a newer
+        # attempt; events tied to no attempt (0: router, webhooks) may.
+        return False
+    if row.status in SUPERSEDED_BY_RETRY and attempts > row.attempts:
+        return True
     return rank > current or (rank == current and attempts > row.attempts)
 
 

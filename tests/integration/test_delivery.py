@@ -257,3 +257,44 @@ async def test_unregistered_push_token_is_removed_and_not_tried_again(
     delivery = await read_topic(worker_env["HERALD_KAFKA_BOOTSTRAP"], "deliveries.push",
                                 lambda v: v.get("notification_id") == second)
     assert [t["token"] for t in delivery["push_tokens"]] == [good]
+
+
+async def test_dlq_replay_delivers_after_the_provider_recovers(
+        worker, worker_env, fakes, producer, db, unique):
+    import subprocess
+    import sys
+    from datetime import datetime, timezone
+
+    from tests.integration.conftest import ROOT
+
+    # Given SendGrid rejects an address, so the email is dead-lettered
+    started = datetime.now(timezone.utc).isoformat()
+    user, nid = f"u-{unique}", f"n-{unique}"
+    address = f"{user}@example.org"
+    fakes["sendgrid"].script("invalid", address=address)
+    await contact(producer, user, email=address)
+    await produce(producer, "notifications", user, {
+        "id": nid, "user_id": user, "title": "Statement", "channels": ["email"]})
+
+    async def dead():
+        row = (await deliveries(db, nid)).get("email")
+        return row if row and row["status"] == "DEAD" else None
+    await eventually(dead, what="the email DEAD")
+    # When the provider recovers and an operator replays the DLQ
+    fakes["sendgrid"].script("reset")
+    listed = subprocess.run([sys.executable, "-m", "app.cli", "dlq", "ls", "--channel", "email",
+                             "--reason", "permanent", "--since", started], cwd=ROOT,
+                            env=worker_env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and "permanent provider error" in listed.stdout
+    replayed = subprocess.run([sys.executable, "-m", "app.cli", "dlq", "replay", "--channel",
+                               "email", "--reason", "permanent", "--since", started], cwd=ROOT,
+                              env=worker_env, capture_output=True, text=True, timeout=60)
+    assert replayed.returncode == 0 and "replayed 1" in replayed.stdout, replayed.stderr
+
+    # Then the email is sent, once, as attempt 2
+    async def sent():
+        row = (await deliveries(db, nid)).get("email")
+        return row if row and row["status"] == "SENT" else None
+    row = await eventually(sent, what="the replayed email SENT")
+    assert row["attempts"] == 2
+    assert len(sent_for(fakes["sendgrid"], nid)) == 1

@@ -51,3 +51,30 @@ def test_settings_are_frozen():
 def test_redact_hides_the_password():
     assert redact(REQUIRED["HERALD_DATABASE_URL"]) == "postgresql://herald:***@127.0.0.1:5432/herald"
     assert redact("postgresql://127.0.0.1/db") == "postgresql://127.0.0.1/db"
+
+
+def test_api_credentials_are_off_by_default():
+    settings = Settings.from_env(REQUIRED)
+    assert (settings.api_keys, settings.jwt_secret, settings.jwt_public_key) == ((), None, None)
+    assert settings.max_body_bytes == 65536
+
+
+def test_api_credentials_come_from_the_environment():
+    settings = Settings.from_env({**REQUIRED, "HERALD_API_KEYS": "svc-a:K1:ingest,admin",
+                                  "HERALD_JWT_SECRET": "s" * 32, "HERALD_JWT_AUDIENCE": "herald",
+                                  "HERALD_MAX_BODY_BYTES": "1024"})
+    assert [(key.name, sorted(key.scopes)) for key in settings.api_keys] == [
+        ("svc-a", ["admin", "ingest"])]
+    assert (settings.jwt_secret, settings.jwt_audience, settings.max_body_bytes) == (
+        "s" * 32, "herald", 1024)
+    assert "s" * 32 not in repr(settings).replace(repr(dict(settings.provider_env)), "")
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("HERALD_API_KEYS", "svc-a:K1"), ("HERALD_API_KEYS", "svc-a:K1:root"),
+    ("HERALD_JWT_SECRET", "short"), ("HERALD_JWT_PUBLIC_KEY", "/no/such/key.pem"),
+    ("HERALD_MAX_BODY_BYTES", "0"),
+])
+def test_malformed_api_settings_name_their_variable(variable, value):
+    with pytest.raises(SettingsError, match=f"^{variable}='{value}' is invalid"):
+        Settings.from_env({**REQUIRED, variable: value})

@@ -60,3 +60,13 @@ def test_one_row_per_notification_and_channel():
                         event("QUEUED", "t1", channel="sms", nid="n-2")])
     assert {(r.notification_id, r.channel) for r in rows} == {
         ("n-1", "email"), ("n-1", "sms"), ("n-2", "sms")}
+
+
+def test_a_later_attempt_supersedes_a_dead_one_but_not_a_replayed_older_event():
+    # Given a delivery dead after attempt 1, replayed from the DLQ as attempt 2
+    rows = fold_events([event("DEAD", "t1", attempts=1), event("SENT", "t2", attempts=2)])
+    assert (rows[0].status, rows[0].attempts) == ("SENT", 2)
+    # And an old event of attempt 1 arriving again changes nothing
+    rows = fold_events([event("DEAD", "t1", attempts=1), event("SENT", "t2", attempts=2),
+                        event("DEAD", "t1", attempts=1)])
+    assert rows[0].status == "SENT"
