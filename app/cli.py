@@ -276,5 +276,131 @@ def db_migrate() -> None:
     click.echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
 
 
+
+@main.command()
+@click.option("-n", "--workers", "size", type=click.IntRange(min=1), required=True,
+              help="How many workers to run.")
+@click.option("--base-port", type=click.IntRange(1, 65535), default=6066, show_default=True,
+              help="Worker i serves its web API on base-port + i.")
+@click.option("--drain-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Seconds a stopping worker gets before it is killed.")
+def pool(size: int, base_port: int, drain_timeout: float) -> None:
+    """Run N supervised workers on this host; restart those that exit, stop all on SIGTERM."""
+    from app.pool import run_pool
+
+    if base_port + size - 1 > 65535:
+        raise click.BadParameter(f"ports {base_port}..{base_port + size - 1} exceed 65535",
+                                 param_hint="--base-port")
+    run_pool(size, base_port=base_port, drain_seconds=drain_timeout,
+             echo=lambda line: click.echo(line))
+
+
+@main.group()
+def tables() -> None:
+    """Reading herald's tables from a running worker."""
+
+
+@tables.command("get")
+@click.argument("table")
+@click.argument("key")
+@click.option("--url", default=None,
+              help="A worker's web server (default http://127.0.0.1:$HERALD_WEB_PORT).")
+def tables_get(table: str, key: str, url: str | None) -> None:
+    """Print the JSON value of KEY in TABLE, from the worker that owns it."""
+    from app.inspect import LookupFailed, get_table_key
+
+    base = url or f"http://127.0.0.1:{os.environ.get('HERALD_WEB_PORT') or '6066'}"
+    try:
+        value = get_table_key(base, table, key)
+    except LookupFailed as exc:
+        _fail(str(exc))
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+@main.group()
+def offsets() -> None:
+    """The consumer group's committed offsets (workers must be stopped)."""
+
+
+@offsets.command("reset")
+@click.option("--to-time", "to_time", required=True,
+              help="ISO-8601 time with an offset: resume from the first record at or after it.")
+@click.option("--topic", "topics", multiple=True,
+              help="Repeatable (default: notifications, user-updates, presence).")
+@click.option("--dry-run", is_flag=True, help="Print the moves, commit nothing.")
+def offsets_reset(to_time: str, topics: tuple[str, ...], dry_run: bool) -> None:
+    """Set the group's (HERALD_APP_ID) offsets of its source topics to a time."""
+    from app.offsets import SOURCE_TOPICS, GroupActive, UnknownTopic, reset_to_time
+
+    try:
+        moment = _iso(to_time)
+    except click.BadParameter as exc:
+        exc.param_hint = "--to-time"
+        raise
+    group = os.environ.get("HERALD_APP_ID") or "herald"
+    try:
+        bootstrap = kafka_bootstrap_from_env(os.environ)
+    except SettingsError as exc:
+        _fail(str(exc))
+    try:
+        moves = asyncio.run(reset_to_time(bootstrap, group, topics or SOURCE_TOPICS,
+                                          int(moment.timestamp() * 1000), dry_run=dry_run))
+    except (GroupActive, UnknownTopic) as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - reported in one line, not a traceback
+        _fail(f"could not reset offsets on Kafka at {bootstrap}: {exc}")
+    for move in moves:
+        click.echo(str(move))
+    click.echo(f"{'dry run: ' if dry_run else ''}{len(moves)} partitions of group {group} "
+               f"{'would be reset' if dry_run else 'reset'}")
+
+@main.command("replay")
+@click.option("--topic", required=True, help="The topic to re-feed.")
+@click.option("--partition", "partitions", type=int, multiple=True,
+              help="Only this partition (repeatable; default: all).")
+@click.option("--from-offset", type=int, help="First offset to replay.")
+@click.option("--from-time", help="First record at or after this ISO-8601 time.")
+@click.option("--to-offset", type=int, help="Stop before this offset (default: the end now).")
+@click.option("--to-time", help="Stop before records of this ISO-8601 time.")
+@click.option("--into", help="Produce into this topic (default: the same topic).")
+@click.option("--dry-run", is_flag=True, help="Count what would be replayed, produce nothing.")
+@click.option("--force-new-ids", is_flag=True,
+              help="Strip id and idempotency_key: a deliberate resend dedup will not suppress.")
+def replay_command(topic: str, partitions: tuple[int, ...], from_offset: int | None,
+                   from_time: str | None, to_offset: int | None, to_time: str | None,
+                   into: str | None, dry_run: bool, force_new_ids: bool) -> None:
+    """Re-feed a range of a topic by offset or time, keys and headers kept."""
+    from app import replay as replaying
+
+    if (from_offset is None) == (from_time is None):
+        raise click.UsageError("give exactly one of --from-offset or --from-time")
+    if to_offset is not None and to_time is not None:
+        raise click.UsageError("give at most one of --to-offset or --to-time")
+    start, stop = _iso(from_time), _iso(to_time)
+    try:
+        bootstrap = kafka_bootstrap_from_env(os.environ)
+    except SettingsError as exc:
+        _fail(str(exc))
+    try:
+        chosen = list(partitions) or asyncio.run(replaying.partitions_of(bootstrap, topic))
+        ranges = asyncio.run(replaying.plan(
+            bootstrap, topic, chosen, from_offset=from_offset, to_offset=to_offset,
+            from_time=start.timestamp() if start else None,
+            to_time=stop.timestamp() if stop else None))
+    except ValueError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - reported in one line, not a traceback
+        _fail(f"could not read {topic} from Kafka at {bootstrap}: {exc}")
+    for partition, span in sorted(ranges.items()):
+        click.echo(f"{topic}[{partition}] {span.start}..{span.stop}: {span.size}")
+    total = sum(span.size for span in ranges.values())
+    if dry_run:
+        click.echo(f"dry run: {total} records would be replayed into {into or topic}")
+        return
+    counts = asyncio.run(replaying.replay(bootstrap, topic, ranges, into=into,
+                                          force_new_ids=force_new_ids))
+    click.echo(f"replayed {sum(counts.values())} records into {into or topic}")
+
+
 if __name__ == "__main__":
     main()

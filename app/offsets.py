@@ -1,0 +1,108 @@
+"""Rewinding (or advancing) herald's consumer group to a point in time.
+
+Workers re-read their source topics from the first record at or after the
+chosen time once they start again. Committing for a group whose members are
+running would be overwritten by their next commit (and Kafka refuses it), so
+the reset refuses while the group has members. Choosing the new offsets is
+pure (:func:`plan_reset`); the rest is plain aiokafka, committing with a
+consumer that is assigned the partitions and joins no group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import OffsetAndTimestamp
+
+from app.topics import NOTIFICATIONS, PRESENCE, USER_UPDATES
+
+#: The topics herald's agents consume from outside producers.
+SOURCE_TOPICS = (NOTIFICATIONS, USER_UPDATES, PRESENCE)
+
+
+class GroupActive(RuntimeError):
+    """The consumer group has running members; offsets cannot be reset under them."""
+
+
+class UnknownTopic(RuntimeError):
+    """A topic to reset does not exist on the cluster."""
+
+
+@dataclass(frozen=True)
+class Move:
+    """One partition's committed offset, before and after the reset (``None``: never committed)."""
+
+    topic: str
+    partition: int
+    old: int | None
+    new: int
+
+    def __str__(self) -> str:
+        old = "none" if self.old is None else str(self.old)
+        return f"{self.topic}[{self.partition}]: {old} -> {self.new}"
+
+
+def new_offset(found: OffsetAndTimestamp | None, end: int) -> int:
+    """Where a partition resumes: the first record at or after the time, else its end."""
+    return end if found is None else found.offset
+
+
+def plan_reset(partitions: Iterable[TopicPartition],
+               committed: Mapping[TopicPartition, int | None],
+               found: Mapping[TopicPartition, OffsetAndTimestamp | None],
+               ends: Mapping[TopicPartition, int]) -> list[Move]:
+    """The move of every partition, in topic and partition order."""
+    return [Move(tp.topic, tp.partition, committed.get(tp), new_offset(found.get(tp), ends[tp]))
+            for tp in sorted(partitions)]
+
+
+def active_members(descriptions: Iterable[Mapping[str, object]], group_id: str) -> int:
+    """How many members ``group_id`` has, from DescribeGroups answers (as objects)."""
+    count = 0
+    for description in descriptions:
+        for group in description.get("groups", ()):  # type: ignore[attr-defined]
+            if group["group"] == group_id:
+                count += len(group["members"])
+    return count
+
+
+async def reset_to_time(bootstrap: str, group_id: str, topics: Iterable[str], timestamp_ms: int,
+                        *, dry_run: bool = False) -> list[Move]:
+    """Set ``group_id``'s committed offsets of ``topics`` to ``timestamp_ms``; return the moves.
+
+    Raises :class:`GroupActive` while the group has members.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        described = await admin.describe_consumer_groups([group_id])
+        members = active_members([d.to_object() for d in described], group_id)
+        if members:
+            raise GroupActive(f"workers are running in group {group_id} ({members} members); "
+                              f"stop them first")
+        topic_descriptions = await admin.describe_topics(list(topics))
+        missing = [d["topic"] for d in topic_descriptions
+                   if d["error_code"] != 0 or not d["partitions"]]
+        if missing:
+            raise UnknownTopic(f"no such topic: {', '.join(missing)}")
+        partitions = [TopicPartition(d["topic"], p["partition"])
+                      for d in topic_descriptions for p in d["partitions"]]
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id,
+                                enable_auto_commit=False, request_timeout_ms=15000)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        committed = {tp: await consumer.committed(tp) for tp in partitions}
+        found = await consumer.offsets_for_times({tp: timestamp_ms for tp in partitions})
+        ends = await consumer.end_offsets(partitions)
+        moves = plan_reset(partitions, committed, found, ends)
+        if not dry_run and moves:
+            await consumer.commit({TopicPartition(m.topic, m.partition): m.new for m in moves})
+        return moves
+    finally:
+        await consumer.stop()
