@@ -120,6 +120,15 @@ class Worker:
         return "\n".join(text.splitlines()[-lines:])
 
 
+def stack_settings(folder: Path) -> dict[str, str]:
+    """The process environment plus the settings ``herald dev up`` wrote for ``folder``."""
+    env = dict(os.environ)
+    for line in (folder / "herald.env").read_text().splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = value.strip("'")
+    return env
+
+
 @pytest.fixture(scope="session")
 def stack_env() -> Iterator[dict[str, str]]:
     """A fresh Kafka + PostgreSQL started by ``herald dev up``; stopped at the end."""
@@ -130,11 +139,7 @@ def stack_env() -> Iterator[dict[str, str]]:
         subprocess.run(herald_command("dev", "down", "--dir", str(STACK_DIR)), cwd=ROOT,
                        capture_output=True, timeout=120)
         raise AssertionError(f"herald dev up failed:\n{up.stdout}\n{up.stderr}")
-    env = dict(os.environ)
-    for line in (STACK_DIR / "herald.env").read_text().splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        env[name] = value.strip("'")
-    yield env
+    yield stack_settings(STACK_DIR)
     if not os.environ.get("HERALD_TEST_KEEP_STACK"):
         subprocess.run(herald_command("dev", "down", "--dir", str(STACK_DIR)), cwd=ROOT,
                        capture_output=True, timeout=120)

@@ -16,7 +16,34 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from tests.integration.conftest import ROOT, eventually, free_port, herald_command, produce
+from tests.integration.conftest import (
+    KAFKA_PORT,
+    PG_PORT,
+    ROOT,
+    STACK_DIR,
+    eventually,
+    free_port,
+    herald_command,
+    produce,
+    stack_settings,
+)
+
+
+@pytest.fixture(scope="module")
+def pool_stack_env():
+    """A stack of the pool test's own: a new consumer group on the shared stack would
+    start by consuming every earlier test's backlog, which says nothing about the pool."""
+    folder = STACK_DIR.parent / f"{STACK_DIR.name}-pool"
+    args = ["--dir", str(folder), "--kafka-port", str(KAFKA_PORT + 100),
+            "--pg-port", str(PG_PORT + 100)]
+    up = subprocess.run(herald_command("dev", "up", "--fresh", *args), cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
+    try:
+        assert up.returncode == 0, f"herald dev up failed:\n{up.stdout}\n{up.stderr}"
+        yield stack_settings(folder)
+    finally:
+        subprocess.run(herald_command("dev", "down", "--dir", str(folder)), cwd=ROOT,
+                       capture_output=True, timeout=120)
 
 pytestmark = pytest.mark.integration
 
@@ -75,11 +102,11 @@ def started_workers(log: Path) -> list[tuple[int, int, int]]:
 
 
 @pytest.mark.timeout(480)
-async def test_the_pool_restarts_a_killed_worker_and_stops_all_on_sigterm(stack_env, tmp_path,
-                                                                          unique):
+async def test_the_pool_restarts_a_killed_worker_and_stops_all_on_sigterm(pool_stack_env,
+                                                                          tmp_path, unique):
     # Given a pool of two workers in a consumer group of its own
     base = consecutive_free_ports(2)
-    env = {**stack_env, "HERALD_APP_ID": f"herald-pool-{unique}",
+    env = {**pool_stack_env, "HERALD_APP_ID": f"herald-pool-{unique}",
            "HERALD_DATA_DIR": str(tmp_path / "data"), "HERALD_LOG_LEVEL": "warning"}
     log = tmp_path / "pool.log"
     with open(log, "ab") as out:  # the child keeps its own descriptor

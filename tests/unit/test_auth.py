@@ -38,7 +38,7 @@ AUDIENCE_CONFIG = AuthConfig(jwt_secret=SECRET, jwt_audience="herald")
 
 
 def token(sub: str | None = "u-1", *, key: object = SECRET, algorithm: str = "HS256",
-          expires_in: float = 300, **claims: object) -> str:
+          expires_in: float = 86400, **claims: object) -> str:
     payload = {"exp": int(time.time() + expires_in), **claims}
     if sub is not None:
         payload["sub"] = sub
@@ -129,7 +129,7 @@ def test_allowed(headers, need, principal):
 
 
 NO_EXP = jwt.encode({"sub": "u-1"}, SECRET, algorithm="HS256")
-ALG_NONE = jwt.encode({"sub": "u-1", "exp": int(time.time()) + 60}, None, algorithm="none")
+ALG_NONE = jwt.encode({"sub": "u-1", "exp": int(time.time()) + 86400}, None, algorithm="none")
 HS_ONLY = AuthConfig(jwt_secret=SECRET)
 
 DENIED = [
@@ -191,7 +191,7 @@ def test_an_rs256_token_cannot_be_forged_with_the_public_key_as_hmac_secret():
     # Algorithm confusion: sign HS256 with the public PEM that the server trusts.
     config = AuthConfig(jwt_public_key=_pem(RSA_KEY))
     forged = jwt.api_jws.PyJWS().encode(
-        b'{"sub":"u-1","exp":%d}' % (time.time() + 60), b"x" * 32, algorithm="HS256")
+        b'{"sub":"u-1","exp":%d}' % (time.time() + 86400), b"x" * 32, algorithm="HS256")
     with pytest.raises(AuthError, match="'HS256' not accepted") as caught:
         authorize(config, bearer(forged), user_id="u-1")
     assert caught.value.status == 401
