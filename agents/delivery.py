@@ -83,7 +83,8 @@ async def deliver_one(herald: Herald, sender: ChannelSender, event: EventT) -> N
         return
     sends[key] = {"state": "sent", "attempt": d.attempt, "message_id": receipt.message_id,
                   "provider": receipt.provider, "at": time.time()}
-    await _status(herald, d, "SENT", provider_message_id=receipt.message_id)
+    await _status(herald, d, "SENT", provider_message_id=receipt.message_id,
+                  created_at=d.created_at)
     await _remove_tokens(herald, d.user_id, receipt.unregistered_tokens)
 
 

@@ -7,6 +7,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from faust.types import EventT, Message, StreamT
 
+from app import metrics
 from app.context import Herald
 from schemas.parsing import now_iso
 from schemas.records import DeadLetter, Delivery, DeliveryEvent, Notification
@@ -28,9 +29,13 @@ async def emit_status(
     herald: Herald, notification_id: str, channel: str, status: str, *,
     user_id: str | None = None, reason: str | None = None, error: str | None = None,
     attempts: int = 0, provider_message_id: str | None = None,
-    notification: Notification | None = None,
+    notification: Notification | None = None, created_at: str | None = None,
 ) -> None:
-    """Produce one status change to ``delivery-events``, keyed by notification id."""
+    """Produce one status change to ``delivery-events``, keyed by notification id.
+
+    Every status change passes here, so this is where it is counted for
+    ``/metrics`` (``created_at`` given: the send latency is observed too).
+    """
     event = DeliveryEvent(
         notification_id=notification_id, channel=channel, status=status, at=now_iso(),
         user_id=user_id, reason=reason, error=error, attempts=attempts,
@@ -38,6 +43,7 @@ async def emit_status(
         notification=notification_columns(notification) if notification else None,
     )
     await herald.topics.delivery_events.send(key=notification_id, value=event)
+    metrics.status_changed(channel, status, created_at)
 
 
 def _text(value: bytes | str | None) -> str | None:

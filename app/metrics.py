@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from datetime import datetime, timezone
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from rules.breaker import STATE_VALUES
 
@@ -11,6 +13,24 @@ REGISTRY = CollectorRegistry()
 CIRCUIT_STATE = Gauge(
     "herald_circuit_state", "Circuit breaker per provider: 0 closed, 1 half-open, 2 open",
     ["provider"], registry=REGISTRY)
+
+
+STATUS_CHANGES = Counter(
+    "herald_status_changes", "Status changes herald recorded, per channel and status",
+    ["channel", "status"], registry=REGISTRY)
+
+SENT_LATENCY = Histogram(
+    "herald_sent_latency_seconds", "From a notification's creation to a provider accepting it",
+    ["channel"], registry=REGISTRY,
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800))
+
+
+def status_changed(channel: str, status: str, created_at: str | None = None) -> None:
+    """Count a status change; a first SENT also observes the end-to-end latency."""
+    STATUS_CHANGES.labels(channel=channel, status=status).inc()
+    if status == "SENT" and created_at:
+        age = datetime.now(timezone.utc) - datetime.fromisoformat(created_at)
+        SENT_LATENCY.labels(channel=channel).observe(max(0.0, age.total_seconds()))
 
 
 def circuit_changed(provider: str, state: str) -> None:

@@ -106,6 +106,8 @@ async def test_breaker_opens_under_an_outage_and_failover_delivers(
     # And the breaker's state is exported
     status, text = _metrics(worker)
     assert status == 200 and 'herald_circuit_state{provider="sendgrid"} 2.0' in text
+    assert 'herald_status_changes_total{channel="email",status="SENT"}' in text
+    assert 'herald_sent_latency_seconds_count{channel="email"}' in text
     # (a restart closes the in-memory breakers again for the tests after this one)
     worker.stop()
     worker.start()
