@@ -59,12 +59,11 @@ async def route(herald: Herald, event: EventT) -> None:
     if not _claim(herald, event, n, now):
         await _status(herald, n, "*", "SUPPRESSED", _repeat_reason(n))
         return
-    window = herald.settings.digest_categories.get(n.category)
-    if not n.released and not n.digest and is_digested(
-            n.category, n.priority, herald.settings.digest_categories):
+    digest_windows = herald.settings.digest_categories
+    if not n.released and not n.digest and is_digested(n.category, n.priority, digest_windows):
         key = compose(n.user_id, n.category)
         herald.tables.digests[key] = add_item(herald.tables.digests.get(key), _digest_item(n),
-                                              now, window)
+                                              now, digest_windows[n.category])
         await _status(herald, n, "*", "SCHEDULED", f"batched into the {n.category} digest")
         return
     contacts, preferences = await _profile(herald, event, n)

@@ -77,3 +77,16 @@ async def _wait_visible(admin: AIOKafkaAdminClient, names: list[str], partitions
                                 f"{', '.join(pending)}")
         if pending:
             await asyncio.sleep(0.1)
+
+
+async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+    """The partition numbers of ``topic``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+        if described["error_code"]:
+            raise ValueError(f"topic {topic!r} does not exist")
+        return sorted(p["partition"] for p in described["partitions"])
+    finally:
+        await admin.close()

@@ -371,6 +371,7 @@ def replay_command(topic: str, partitions: tuple[int, ...], from_offset: int | N
                    into: str | None, dry_run: bool, force_new_ids: bool) -> None:
     """Re-feed a range of a topic by offset or time, keys and headers kept."""
     from app import replay as replaying
+    from app.admin import partitions_of
 
     if (from_offset is None) == (from_time is None):
         raise click.UsageError("give exactly one of --from-offset or --from-time")
@@ -382,7 +383,7 @@ def replay_command(topic: str, partitions: tuple[int, ...], from_offset: int | N
     except SettingsError as exc:
         _fail(str(exc))
     try:
-        chosen = list(partitions) or asyncio.run(replaying.partitions_of(bootstrap, topic))
+        chosen = list(partitions) or asyncio.run(partitions_of(bootstrap, topic))
         ranges = asyncio.run(replaying.plan(
             bootstrap, topic, chosen, from_offset=from_offset, to_offset=to_offset,
             from_time=start.timestamp() if start else None,

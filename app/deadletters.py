@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
+from app.admin import partitions_of
 from app.topics import DLQ, delivery_topic_name
 
 
@@ -73,7 +73,7 @@ async def read_letters(bootstrap: str, selection: Selection) -> list[Letter]:
                                 group_id=None, request_timeout_ms=15000)
     await consumer.start()
     try:
-        partitions = [TopicPartition(DLQ, p) for p in await _partitions(bootstrap, DLQ)]
+        partitions = [TopicPartition(DLQ, p) for p in await partitions_of(bootstrap, DLQ)]
         consumer.assign(partitions)
         starts = await consumer.beginning_offsets(partitions)
         ends = await consumer.end_offsets(partitions)
@@ -93,16 +93,6 @@ async def read_letters(bootstrap: str, selection: Selection) -> list[Letter]:
         return letters
     finally:
         await consumer.stop()
-
-
-async def _partitions(bootstrap: str, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-        return sorted(p["partition"] for p in described["partitions"])
-    finally:
-        await admin.close()
 
 
 async def replay(bootstrap: str, letters: Iterable[Letter]) -> int:

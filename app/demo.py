@@ -10,35 +10,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
+from app.devstack import Echo, port_in_use, running_pid
 from testing.fakes.apns import DEFAULT_KEY_ID, DEFAULT_TEAM_ID, DEFAULT_TOPIC
 from testing.fakes.twilio import DEFAULT_ACCOUNT_SID
 
 #: Fake name → offset from the demo's base port.
 FAKES = {"sendgrid": 0, "twilio": 1, "smtp": 2, "apns": 3}
 READY_TIMEOUT_SECONDS = 30.0
-
-Echo = Callable[[str], None]
-
-
-def _alive(pid_file: Path) -> bool:
-    try:
-        os.kill(int(pid_file.read_text()), 0)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def _answers(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def start_fakes(folder: Path, base_port: int, echo: Echo = print) -> dict[str, str]:
@@ -49,7 +32,7 @@ def start_fakes(folder: Path, base_port: int, echo: Echo = print) -> dict[str, s
              "sendgrid": ["--api-key", "SG.demo"], "twilio": ["--auth-token", "demo-token"]}
     for name, offset in FAKES.items():
         port, pid_file = base_port + offset, folder / f"{name}.pid"
-        if _alive(pid_file):
+        if running_pid(pid_file):
             continue
         with open(folder / f"{name}.log", "ab") as log:
             process = subprocess.Popen(
@@ -62,8 +45,8 @@ def start_fakes(folder: Path, base_port: int, echo: Echo = print) -> dict[str, s
         # marking it so keeps Popen from warning that it is still running.
         process.returncode = 0
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while not _answers(port):
-            if not _alive(pid_file) or time.monotonic() > deadline:
+        while not port_in_use(port):
+            if not running_pid(pid_file) or time.monotonic() > deadline:
                 raise RuntimeError(f"fake {name} did not start; see {folder / (name + '.log')}")
             time.sleep(0.1)
         echo(f"fake {name} on 127.0.0.1:{port}")
@@ -87,7 +70,8 @@ def stop_fakes(folder: Path, echo: Echo = print) -> None:
     """Stop the fakes started by :func:`start_fakes`."""
     for name in FAKES:
         pid_file = folder / f"{name}.pid"
-        if _alive(pid_file):
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        pid = running_pid(pid_file)
+        if pid:
+            os.kill(pid, signal.SIGTERM)
             echo(f"fake {name} stopped")
         pid_file.unlink(missing_ok=True)

@@ -48,7 +48,8 @@ def _run(cmd: list[str], *, cwd: Path | None = None, user: str | None = None,
     return result
 
 
-def _alive(pid_file: Path) -> int | None:
+def running_pid(pid_file: Path) -> int | None:
+    """The pid recorded in ``pid_file`` if that process is alive."""
     try:
         pid = int(pid_file.read_text().strip())
         os.kill(pid, 0)
@@ -77,7 +78,8 @@ def _apt_install(packages: list[str], echo: Echo) -> None:
             raise StackError(f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
 
 
-def _port_in_use(port: int) -> bool:
+def port_in_use(port: int) -> bool:
+    """Whether something answers on 127.0.0.1:``port``."""
     with socket.socket() as sock:
         sock.settimeout(1)
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -86,7 +88,7 @@ def _port_in_use(port: int) -> bool:
 def _claim_port(port: int, what: str) -> None:
     # Another server on the port would answer the readiness checks in place
     # of ours; say so instead of silently using it.
-    if _port_in_use(port):
+    if port_in_use(port):
         raise StackError(f"cannot start {what}: 127.0.0.1:{port} is already in use by another "
                          f"process (choose other ports with --kafka-port/--pg-port)")
 
@@ -216,13 +218,13 @@ class DevStack:
         from app.demo import stop_fakes
 
         stop_fakes(self.root / "fakes", echo)
-        pid = _alive(self.kafka_dir / "kafka.pid")
+        pid = running_pid(self.kafka_dir / "kafka.pid")
         if pid:
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 30
-            while _alive(self.kafka_dir / "kafka.pid") and time.monotonic() < deadline:
+            while running_pid(self.kafka_dir / "kafka.pid") and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if _alive(self.kafka_dir / "kafka.pid"):
+            if running_pid(self.kafka_dir / "kafka.pid"):
                 os.kill(pid, signal.SIGKILL)
             echo("kafka stopped")
         bin_dir = postgres_bin_dir()
@@ -233,7 +235,7 @@ class DevStack:
 
     def status(self, *, echo: Echo = print) -> bool:
         """Print and return whether both parts run."""
-        kafka = _alive(self.kafka_dir / "kafka.pid") is not None and asyncio.run(
+        kafka = running_pid(self.kafka_dir / "kafka.pid") is not None and asyncio.run(
             _kafka_answers(self.bootstrap))
         bin_dir = postgres_bin_dir()
         pg = bool(bin_dir) and self._pg_ready(bin_dir)  # type: ignore[arg-type]
@@ -270,8 +272,8 @@ class DevStack:
 
     def _start_kafka(self, echo: Echo) -> None:
         pid_file = self.kafka_dir / "kafka.pid"
-        if _alive(pid_file):
-            echo(f"kafka already running (pid {_alive(pid_file)})")
+        if running_pid(pid_file):
+            echo(f"kafka already running (pid {running_pid(pid_file)})")
             return
         _claim_port(self.kafka_port, "kafka")
         _claim_port(self.kafka_port + 1, "the kafka controller")
@@ -294,7 +296,7 @@ class DevStack:
     def _wait_kafka(self, echo: Echo) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
-            if not _alive(self.kafka_dir / "kafka.pid"):
+            if not running_pid(self.kafka_dir / "kafka.pid"):
                 raise StackError(f"kafka exited; last lines of {self.kafka_dir / 'kafka.log'}:\n"
                                  f"{_tail(self.kafka_dir / 'kafka.log')}")
             if asyncio.run(_kafka_answers(self.bootstrap)):

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+
+from app.admin import partitions_of
 
 
 @dataclass(frozen=True)
@@ -55,19 +56,6 @@ def for_resend(value: bytes | None) -> bytes | None:
     record.pop("id", None)
     record.pop("idempotency_key", None)
     return json.dumps(record).encode()
-
-
-async def partitions_of(bootstrap: str, topic: str) -> list[int]:
-    """The partition numbers of ``topic``."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-        if described["error_code"]:
-            raise ValueError(f"topic {topic!r} does not exist")
-        return sorted(p["partition"] for p in described["partitions"])
-    finally:
-        await admin.close()
 
 
 async def plan(bootstrap: str, topic: str, partitions: list[int], *,

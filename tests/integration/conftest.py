@@ -8,6 +8,7 @@ alone. Everything waits by polling a condition with a deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -120,29 +121,35 @@ class Worker:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def stack_settings(folder: Path) -> dict[str, str]:
-    """The process environment plus the settings ``herald dev up`` wrote for ``folder``."""
-    env = dict(os.environ)
-    for line in (folder / "herald.env").read_text().splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        env[name] = value.strip("'")
-    return env
+@contextlib.contextmanager
+def fresh_stack(folder: Path, kafka_port: int, pg_port: int,
+                keep: bool = False) -> Iterator[dict[str, str]]:
+    """A fresh stack from ``herald dev up --fresh``; yields the environment to use it.
+
+    Stopped afterwards (and when it fails to come up) unless ``keep``.
+    """
+    args = ["--dir", str(folder), "--kafka-port", str(kafka_port), "--pg-port", str(pg_port)]
+    up = subprocess.run(herald_command("dev", "up", "--fresh", *args), cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
+    try:
+        assert up.returncode == 0, f"herald dev up failed:\n{up.stdout}\n{up.stderr}"
+        env = dict(os.environ)
+        for line in (folder / "herald.env").read_text().splitlines():
+            name, _, value = line.removeprefix("export ").partition("=")
+            env[name] = value.strip("'")
+        yield env
+    finally:
+        if up.returncode != 0 or not keep:
+            subprocess.run(herald_command("dev", "down", "--dir", str(folder)), cwd=ROOT,
+                           capture_output=True, timeout=120)
 
 
 @pytest.fixture(scope="session")
 def stack_env() -> Iterator[dict[str, str]]:
     """A fresh Kafka + PostgreSQL started by ``herald dev up``; stopped at the end."""
-    args = ["--dir", str(STACK_DIR), "--kafka-port", str(KAFKA_PORT), "--pg-port", str(PG_PORT)]
-    up = subprocess.run(herald_command("dev", "up", "--fresh", *args), cwd=ROOT,
-                        capture_output=True, text=True, timeout=600)
-    if up.returncode != 0:
-        subprocess.run(herald_command("dev", "down", "--dir", str(STACK_DIR)), cwd=ROOT,
-                       capture_output=True, timeout=120)
-        raise AssertionError(f"herald dev up failed:\n{up.stdout}\n{up.stderr}")
-    yield stack_settings(STACK_DIR)
-    if not os.environ.get("HERALD_TEST_KEEP_STACK"):
-        subprocess.run(herald_command("dev", "down", "--dir", str(STACK_DIR)), cwd=ROOT,
-                       capture_output=True, timeout=120)
+    with fresh_stack(STACK_DIR, KAFKA_PORT, PG_PORT,
+                     keep=bool(os.environ.get("HERALD_TEST_KEEP_STACK"))) as env:
+        yield env
 
 
 #: The APNs fake answers 410 Unregistered for this device token.

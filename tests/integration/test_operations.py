@@ -23,9 +23,9 @@ from tests.integration.conftest import (
     STACK_DIR,
     eventually,
     free_port,
+    fresh_stack,
     herald_command,
     produce,
-    stack_settings,
 )
 
 
@@ -33,17 +33,10 @@ from tests.integration.conftest import (
 def pool_stack_env():
     """A stack of the pool test's own: a new consumer group on the shared stack would
     start by consuming every earlier test's backlog, which says nothing about the pool."""
-    folder = STACK_DIR.parent / f"{STACK_DIR.name}-pool"
-    args = ["--dir", str(folder), "--kafka-port", str(KAFKA_PORT + 100),
-            "--pg-port", str(PG_PORT + 100)]
-    up = subprocess.run(herald_command("dev", "up", "--fresh", *args), cwd=ROOT,
-                        capture_output=True, text=True, timeout=600)
-    try:
-        assert up.returncode == 0, f"herald dev up failed:\n{up.stdout}\n{up.stderr}"
-        yield stack_settings(folder)
-    finally:
-        subprocess.run(herald_command("dev", "down", "--dir", str(folder)), cwd=ROOT,
-                       capture_output=True, timeout=120)
+    with fresh_stack(STACK_DIR.parent / f"{STACK_DIR.name}-pool", KAFKA_PORT + 100,
+                     PG_PORT + 100) as env:
+        yield env
+
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.replay import partitions_of
+from app.admin import partitions_of
 from tests.integration.conftest import ROOT
 
 pytestmark = pytest.mark.integration
