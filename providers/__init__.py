@@ -16,6 +16,7 @@ REGISTRY: dict[str, str] = {
     "apns": "providers.apns:APNsProvider",
     "fcm": "providers.fcm:FCMProvider",
     "log": "providers.log:LogProvider",
+    "noop": "providers.noop:NoopProvider",
     "sendgrid": "providers.sendgrid:SendGridProvider",
     "smtp": "providers.smtp:SmtpProvider",
     "twilio": "providers.twilio:TwilioProvider",
