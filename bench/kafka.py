@@ -17,6 +17,8 @@ BULK = {"acks": "all", "linger_ms": 20, "max_batch_size": 256 * 1024,
 
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
+    """Create ``names`` and wait until every partition has a leader."""
+    names = list(names)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -25,6 +27,13 @@ async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -
                 await admin.create_topics([NewTopic(name, partitions, 1)])
             except TopicAlreadyExistsError:
                 pass
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            described = await admin.describe_topics(names)
+            if all(d["error_code"] == 0 and len(d["partitions"]) == partitions
+                   and all(p["leader"] >= 0 for p in d["partitions"]) for d in described):
+                return
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
 

@@ -8,6 +8,7 @@ time>.json`` and prints the Markdown summary table.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import sys
@@ -45,6 +46,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--kafka-port", type=int, default=59092)
     parser.add_argument("--pg-port", type=int, default=55432)
     parser.add_argument("--results", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="Extra worker setting, e.g. HERALD_TICK_SECONDS=3600 (repeatable).")
     parser.add_argument("--keep-stack", action="store_true", help="Leave the stack running.")
     return parser.parse_args(argv)
 
@@ -66,6 +69,9 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    # aiokafka logs every refused connection while the stack starts: noise here.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     only = [part.strip() for part in args.only.split(",") if part.strip()]
     unknown = set(only) - set(PARTS)
     if unknown:
@@ -73,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run_id = f"r{int(time.time())}"
-    stack = Stack(Path(args.dir).resolve(), args.kafka_port, args.pg_port)
+    extra = tuple(tuple(pair.split("=", 1)) for pair in args.worker_env if "=" in pair)
+    stack = Stack(Path(args.dir).resolve(), args.kafka_port, args.pg_port,
+                  extra_env=extra)  # type: ignore[arg-type]
     workdir = stack.root / "runs" / stamp
     workdir.mkdir(parents=True, exist_ok=True)
     echo: Callable[[str], None] = lambda line: print(line, flush=True)

@@ -42,6 +42,8 @@ class Stack:
     root: Path
     kafka_port: int
     pg_port: int
+    #: Worker settings on top of :data:`WORKER_SETTINGS` (``--worker-env``, for experiments).
+    extra_env: tuple[tuple[str, str], ...] = ()
 
     @property
     def dev(self) -> DevStack:
@@ -58,7 +60,7 @@ class Stack:
     def fresh(self) -> dict[str, str]:
         """Empty Kafka and PostgreSQL; the environment a worker needs to use them."""
         self.dev.up(fresh=True, echo=lambda line: None)
-        return {**os.environ, **self.dev.settings(), **WORKER_SETTINGS}
+        return {**os.environ, **self.dev.settings(), **WORKER_SETTINGS, **dict(self.extra_env)}
 
     def down(self) -> None:
         self.dev.down(echo=lambda line: None)
@@ -96,6 +98,7 @@ class Worker:
         self.log, self.data_dir, self.pool = log, data_dir, pool
         self.process: subprocess.Popen[bytes] | None = None
         self.started = 0.0
+        self.started_wall = 0.0
 
     def start(self) -> "Worker":
         args = ["worker"] if self.pool is None else [
@@ -103,7 +106,7 @@ class Worker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
-            self.started = time.monotonic()
+            self.started, self.started_wall = time.monotonic(), time.time()
             self.process = subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=ROOT,
                                             env=self.env, stdout=log, stderr=subprocess.STDOUT)
         return self

@@ -88,7 +88,9 @@ def markdown(results: dict[str, Any]) -> str:
         for run in lat.get("runs", []):
             r = run["rate"]
             rows.append((f"latency at {r:,}/s: created → provider call",
-                         _latency(run.get("provider_call")), f"{run['seconds']:.0f} s"))
+                         _latency(run.get("provider_call")),
+                         run.get("not_sustained") or f"{run['seconds']:.0f} s, "
+                         f"{_n(run.get('deliveries'))} deliveries"))
             rows.append((f"latency at {r:,}/s: produce → WebSocket frame",
                          _skipped(run.get("websocket", {})) or _latency(run.get("websocket")),
                          "target at 1,000/s: p50 ≤ 10, p99 ≤ 50 ms"))

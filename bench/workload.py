@@ -97,8 +97,8 @@ def make_notification(run: str, index: int, user: User, rng: random.Random,
     return notification
 
 
-def expected_outcome(notification: dict[str, Any], user: User) -> tuple[int, int]:
-    """(deliveries that end SENT, status events in all) for ``notification`` to ``user``.
+def routes(notification: dict[str, Any], user: User) -> tuple[list[str], int]:
+    """(channels ``notification`` is delivered on, channels suppressed) for ``user``.
 
     Every user is offline and has every address; rate limits are set out of
     reach, so the router's channel rule alone decides.
@@ -110,8 +110,13 @@ def expected_outcome(notification: dict[str, Any], user: User) -> tuple[int, int
         categories=user.categories, email=contacts["email"], phone=contacts["phone"],
         push_tokens=contacts["push_tokens"])
     decision = apply_presence(decision, online=False, push_when_online=False)
-    sent = len(decision.routes)
-    return sent, 2 * sent + len(decision.suppressed)  # QUEUED + SENT per route
+    return [route.channel for route in decision.routes], len(decision.suppressed)
+
+
+def expected_outcome(notification: dict[str, Any], user: User) -> tuple[int, int]:
+    """(deliveries that end SENT, status events in all) for ``notification`` to ``user``."""
+    channels, suppressed = routes(notification, user)
+    return len(channels), 2 * len(channels) + suppressed  # QUEUED + SENT per route
 
 
 @dataclass(frozen=True)
