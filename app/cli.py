@@ -55,7 +55,11 @@ def worker(loglevel: str | None) -> None:
     if created:
         click.echo(f"created topics: {', '.join(created)}")
     herald = create_herald(settings)
-    Worker(herald.app, loglevel=loglevel or settings.log_level).execute_from_commandline()
+    runner = Worker(herald.app, loglevel=loglevel or settings.log_level)
+    # At warning level and above Faust's terminal spinner sets the root logger
+    # to DEBUG, so every debug call in faust and aiokafka builds a log record.
+    runner.spinner = None
+    runner.execute_from_commandline()
 
 
 def _notification_from(options: dict[str, Any], file: str | None) -> dict[str, Any]:
