@@ -38,14 +38,24 @@ def main() -> None:
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--loglevel", "-l", default=None, help="Log level (default: HERALD_LOG_LEVEL).")
 def worker(loglevel: str | None) -> None:
-    """Run one herald worker (Faust agents and the web server)."""
+    """Run one herald worker (Faust agents and the web server).
+
+    Logs go to stderr as JSON lines (HERALD_LOG_FORMAT=text for the classic
+    format); each line logged while an event is handled carries its agent and
+    notification id.
+    """
     from faust.worker import Worker
 
-    from app.factory import create_herald
-
     from app.admin import TopicMismatch, ensure_topics
+    from app.factory import create_herald
+    from app.logs import log_format, logging_config
 
     settings = _settings()
+    try:
+        fmt = log_format(os.environ)
+        config = logging_config(fmt, loglevel or settings.log_level)
+    except ValueError as exc:
+        _fail(str(exc))
     try:
         created = asyncio.run(ensure_topics(settings))
     except TopicMismatch as exc:
@@ -55,7 +65,9 @@ def worker(loglevel: str | None) -> None:
     if created:
         click.echo(f"created topics: {', '.join(created)}")
     herald = create_herald(settings)
-    Worker(herald.app, loglevel=loglevel or settings.log_level).execute_from_commandline()
+    # JSON lines only: Faust's banner and spinner would break a log pipeline's parsing.
+    Worker(herald.app, loglevel=loglevel or settings.log_level, logging_config=config,
+           quiet=fmt == "json").execute_from_commandline()
 
 
 def _notification_from(options: dict[str, Any], file: str | None) -> dict[str, Any]:
