@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import logging.config
 import os
 import sys
 from pathlib import Path
@@ -56,6 +58,7 @@ def worker(loglevel: str | None) -> None:
         config = logging_config(fmt, loglevel or settings.log_level)
     except ValueError as exc:
         _fail(str(exc))
+    logging.config.dictConfig(config)
     try:
         created = asyncio.run(ensure_topics(settings))
     except TopicMismatch as exc:
@@ -63,7 +66,7 @@ def worker(loglevel: str | None) -> None:
     except Exception as exc:  # noqa: BLE001 - reported in one line, not a traceback
         _fail(f"could not reach Kafka at {settings.kafka_bootstrap}: {exc}")
     if created:
-        click.echo(f"created topics: {', '.join(created)}")
+        logging.getLogger("herald.app").info("created topics: %s", ", ".join(created))
     herald = create_herald(settings)
     # JSON lines only: Faust's banner and spinner would break a log pipeline's parsing.
     Worker(herald.app, loglevel=loglevel or settings.log_level, logging_config=config,
