@@ -214,6 +214,8 @@ class Gateway(Service):
         self.herald = herald
         self.node = herald.settings.gateway_node
         self.hub = Hub()
+        #: Open WebSockets (plain and GraphQL), closed when the worker stops.
+        self.sockets: set[web.WebSocketResponse] = set()
         self.auth = AuthConfig(herald.settings.api_keys, herald.settings.jwt_secret,
                                herald.settings.jwt_public_key, herald.settings.jwt_audience)
 
@@ -225,6 +227,9 @@ class Gateway(Service):
         sessions = self.hub.all_sessions()
         for session in sessions:
             session.stop("shutdown")
+        for ws in list(self.sockets):
+            with contextlib.suppress(Exception):
+                await ws.close(code=CLOSE_CODES["shutdown"], message=b"worker shutting down")
         deadline = time.monotonic() + 5.0
         while self.hub.sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -413,6 +418,7 @@ def register(herald: Herald) -> Gateway:
             ws = web.WebSocketResponse(heartbeat=herald.settings.ws_heartbeat_seconds,
                                        max_msg_size=MAX_CLIENT_MESSAGE)
             await ws.prepare(request)
+            gateway.sockets.add(ws)
             session = Session(user_id, "websocket")
             await ws.send_json(gateway.welcome(session))
             pump = asyncio.ensure_future(_pump(gateway, session, ws,
@@ -427,6 +433,7 @@ def register(herald: Herald) -> Gateway:
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await pump
+                gateway.sockets.discard(ws)
                 metrics.WS_DISCONNECTS.labels(reason=disconnect_reason(session, ws)).inc()
             return ws
 

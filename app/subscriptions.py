@@ -209,6 +209,7 @@ async def serve(gateway: "Gateway", request: web.Request) -> web.WebSocketRespon
     ws = web.WebSocketResponse(protocols=(PROTOCOL,), max_msg_size=MAX_CLIENT_MESSAGE,
                                heartbeat=gateway.herald.settings.ws_heartbeat_seconds)
     await ws.prepare(request)
+    gateway.sockets.add(ws)
     context: Context | None = None
     running: dict[str, asyncio.Task[None]] = {}
 
@@ -265,6 +266,7 @@ async def serve(gateway: "Gateway", request: web.Request) -> web.WebSocketRespon
                 await close(4400, f"Invalid message type {kind!r}")
                 break
     finally:
+        gateway.sockets.discard(ws)
         init_timer.cancel()
         for task in running.values():
             task.cancel()

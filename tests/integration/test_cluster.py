@@ -75,10 +75,17 @@ async def test_any_worker_answers_table_lookups_and_delivers_to_its_sessions(clu
         await produce(producer, "user-updates", user, {"user_id": user, "email": "c@example.org"})
 
         # When either worker is asked for the user's contacts
+        seen: list[Any] = []
+
         async def both_answer() -> list[Any] | None:
             answers = [w.get(f"/v1/tables/contacts/{user}") for w in (a, b)]
+            seen[:] = answers
             return answers if all(status == 200 for status, _ in answers) else None
-        answers = await eventually(both_answer, what="contacts from both workers")
+        try:
+            answers = await eventually(both_answer, what="contacts from both workers")
+        except AssertionError:
+            raise AssertionError(f"last answers {seen}; partitions now {user_partitions(a)} "
+                                 f"{user_partitions(b)}; user on {partition_for(user, count)}")
         # Then both give the owner's current value
         assert answers[0][1] == answers[1][1]
         assert answers[0][1]["value"]["email"] == "c@example.org"
@@ -110,3 +117,27 @@ async def test_any_worker_answers_table_lookups_and_delivers_to_its_sessions(clu
         assert user_partitions(b) == on_b and user_partitions(a) == on_a
     finally:
         await producer.stop()
+
+
+async def test_stopping_a_worker_closes_its_sessions_as_going_away(cluster, unique):
+    a, b = cluster
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        # Given sessions on worker B: a plain WebSocket and a GraphQL one
+        user = f"leaving-{unique}"
+        ws = await http.ws_connect(b.url + "/v1/ws",
+                                   params={"access_token": token_of(b.env, user)})
+        assert (await ws.receive_json(timeout=30))["node_id"] == "worker-b"
+        gql = await http.ws_connect(b.url + "/v1/ws", protocols=("graphql-transport-ws",))
+        await gql.send_json({"type": "connection_init",
+                             "payload": {"token": token_of(b.env, user)}})
+        assert (await gql.receive_json(timeout=30))["type"] == "connection_ack"
+        # When B is stopped (SIGTERM)
+        assert b.process is not None
+        b.process.terminate()
+        # Then both are closed with 1001 "going away", so clients reconnect elsewhere
+        for socket in (ws, gql):
+            message = await socket.receive(timeout=60)
+            while message.type == aiohttp.WSMsgType.TEXT:
+                message = await socket.receive(timeout=60)
+            assert message.type == aiohttp.WSMsgType.CLOSE and message.data == 1001, message
+        assert b.process.wait(timeout=60) == 0
