@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from app.auth import ApiKey, parse_api_keys, parse_jwt_public_key, parse_jwt_secret
 from providers.channel import DEFAULT_CHANNELS, parse_channels, parse_rate_caps
 from rules.digest import parse_digest_categories
+from rules.ingest import IngestRates, parse_ingest_rates
 from rules.retries import DEFAULT_DELAYS, parse_delays
 from tables.ratelimit import parse_rate_policies
 
@@ -127,6 +128,8 @@ class Settings:
     jwt_public_key: str | None = None
     jwt_audience: str | None = None
     max_body_bytes: int = 65536
+    #: POST /v1/notifications per API key (rules/ingest.py); None: unlimited.
+    ingest_rates: IngestRates | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -171,6 +174,8 @@ class Settings:
             if env.get(PREFIX + "JWT_PUBLIC_KEY") else None,
             jwt_audience=env.get(PREFIX + "JWT_AUDIENCE") or None,
             max_body_bytes=_read(env, "MAX_BODY_BYTES", _positive_int, "65536"),
+            ingest_rates=_read(env, "INGEST_RATE", parse_ingest_rates)
+            if env.get(PREFIX + "INGEST_RATE") else None,
         )
 
     @property
