@@ -200,7 +200,7 @@ def register(herald: Herald) -> None:
 
     def denied(view: View, request: Request, **need: str) -> Response | None:
         answer = allowed(view, request, **need)
-        return answer if isinstance(answer, Response) else None
+        return None if isinstance(answer, Principal) else answer
 
     def throttled(view: View, principal: Principal) -> Response | None:
         wait = limiter.admit(principal.name, time.monotonic()) if limiter else 0.0
@@ -228,7 +228,7 @@ def register(herald: Herald) -> None:
 
         async def post(self, request: Request) -> Response:
             principal = allowed(self, request, scope="ingest")
-            if isinstance(principal, Response):
+            if not isinstance(principal, Principal):
                 return principal
             if (refusal := throttled(self, principal)) is not None:
                 return refusal

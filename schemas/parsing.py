@@ -42,6 +42,10 @@ from schemas.records import (
 MAX_ID_LENGTH = 200
 MAX_TEXT_LENGTH = 64 * 1024
 MAX_DATA_DEPTH = 32
+#: A record larger than this is refused before decoding: re-serialized with
+#: more fields on its way (lanes, deliveries, status events) it could pass
+#: Kafka's 1 MiB message limit and fail a produce.
+MAX_RECORD_BYTES = 256 * 1024
 #: Years a time may fall in: far enough from datetime's limits that adding a
 #: window or a time-to-live never overflows.
 YEARS = (1970, 9000)
@@ -62,6 +66,9 @@ def decode_object(raw: bytes | str | None) -> dict[str, Any]:
     """Decode a record's value into a JSON object or say why it is not one."""
     if raw is None:
         raise InvalidEvent("value: empty record (tombstone) is not an event")
+    if len(raw) > MAX_RECORD_BYTES:
+        raise InvalidEvent(f"value: {len(raw)} bytes, more than the {MAX_RECORD_BYTES} "
+                           "a record may have")
     try:
         value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except UnicodeDecodeError as exc:

@@ -19,6 +19,8 @@ from app.errors import InvalidEvent
 from schemas.parsing import parse_notification, parse_presence, parse_user_update
 from tests.fuzz.strategies import notification_records, presence_records, user_update_records
 
+pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
+
 PARSERS: dict[str, tuple[Callable[[bytes], Any], Any]] = {
     "notification": (parse_notification, notification_records),
     "user_update": (parse_user_update, user_update_records),
