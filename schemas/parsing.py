@@ -245,17 +245,32 @@ def _string(value: Any) -> str:
     return check_text("item", value, identifier=True)
 
 
+def mask(value: str) -> str:
+    """A contact detail or token shown in part, for messages and logs.
+
+    ``+33612345678`` → ``+336***78``; ``alice@example.org`` → ``al***@example.org``;
+    a push token keeps its first 4 and last 2 characters. Enough to tell two
+    apart in an incident, never enough to reach the person.
+    """
+    local, at, domain = value.rpartition("@")
+    if at and local:
+        return f"{local[:2]}***@{domain}"
+    if len(value) < 8:
+        return "***"
+    return f"{value[:4]}***{value[-2:]}"
+
+
 def _email(obj: Mapping[str, Any]) -> str | None:
     email = _text(obj, "email", max_length=320)
     if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
-        raise InvalidEvent(f"email: not an email address ({email!r})")
+        raise InvalidEvent(f"email: not an email address ({mask(email)!r})")
     return email
 
 
 def _phone(obj: Mapping[str, Any]) -> str | None:
     phone = _text(obj, "phone", max_length=20)
     if phone is not None and not E164.match(phone):
-        raise InvalidEvent(f"phone: expected E.164, e.g. +33612345678 ({phone!r})")
+        raise InvalidEvent(f"phone: expected E.164, e.g. +33612345678 ({mask(phone)!r})")
     return phone
 
 
