@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from app.errors import InvalidEvent
+from schemas.parsing import check_text
+
 if TYPE_CHECKING:
     import asyncpg
 
@@ -62,6 +65,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ValueError("cursor: not a cursor this API returned") from exc
     if parsed.tzinfo is None or not isinstance(notification_id, str):
         raise ValueError("cursor: not a cursor this API returned")
+    try:
+        # Forged cursors reach PostgreSQL as parameters: text it can hold only.
+        check_text("cursor", notification_id, identifier=True)
+    except InvalidEvent as exc:
+        raise ValueError("cursor: not a cursor this API returned") from exc
     return parsed, notification_id
 
 

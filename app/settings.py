@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from app.auth import ApiKey, parse_api_keys, parse_jwt_public_key, parse_jwt_secret
 from providers.channel import DEFAULT_CHANNELS, parse_channels, parse_rate_caps
 from rules.digest import parse_digest_categories
+from rules.ingest import IngestRates, parse_ingest_rates
 from rules.retries import DEFAULT_DELAYS, parse_delays
 from tables.ratelimit import parse_rate_policies
 
@@ -131,6 +132,8 @@ class Settings:
     ws_heartbeat_seconds: float = 20.0
     #: Gateway: how often the users of open sessions are re-announced in ``presence``.
     presence_interval_seconds: float = 30.0
+    #: POST /v1/notifications per API key (rules/ingest.py); None: unlimited.
+    ingest_rates: IngestRates | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -178,6 +181,8 @@ class Settings:
             ws_heartbeat_seconds=_read(env, "WS_HEARTBEAT_SECONDS", _positive_float, "20"),
             presence_interval_seconds=_read(env, "PRESENCE_INTERVAL_SECONDS", _positive_float,
                                             "30"),
+            ingest_rates=_read(env, "INGEST_RATE", parse_ingest_rates)
+            if env.get(PREFIX + "INGEST_RATE") else None,
         )
 
     @property

@@ -244,7 +244,9 @@ def worker_env(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFacto
             # A gateway session that stops answering pings is dropped within seconds.
             "HERALD_WS_HEARTBEAT_SECONDS": "3", "HERALD_PRESENCE_INTERVAL_SECONDS": "3",
             # REST API credentials (tests/integration/test_api.py).
-            "HERALD_API_KEYS": "test-admin:test-admin-key:ingest,admin;test-ingest:test-ingest-key:ingest",
+            "HERALD_API_KEYS": "test-admin:test-admin-key:ingest,admin;test-ingest:test-ingest-key:ingest"
+                               ";test-limited:test-limited-key:ingest",
+            "HERALD_INGEST_RATE": "test-limited=0.2,3",  # tests/integration/test_security.py
             "HERALD_JWT_SECRET": "test-jwt-secret-that-is-at-least-32-bytes-long",
             # Short windows so the timed rules show within a test's deadline.
             "HERALD_DIGEST_CATEGORIES": "digest-test=4",
