@@ -47,7 +47,8 @@ from app.auth import AuthConfig, AuthError, authenticate, authorize
 from app.context import Herald
 from providers.gateway import FRAMES_TOPIC
 from rules.resume import Frame, missed, moment
-from schemas.parsing import MAX_ID_LENGTH, now_iso
+from app.errors import InvalidEvent
+from schemas.parsing import MAX_ID_LENGTH, check_text, now_iso
 
 logger = logging.getLogger("herald.gateway")
 
@@ -157,6 +158,18 @@ class Hub:
         return [session for held in self.sessions.values() for session in held]
 
 
+def identifier(name: str, value: str | None) -> str | None:
+    """``value`` if it can be an id (or is absent); ``ValueError`` naming ``name`` if not."""
+    if value is None:
+        return None
+    if not value or len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"{name}: must be 1 to {MAX_ID_LENGTH} characters")
+    try:
+        return check_text(name, value, identifier=True)
+    except InvalidEvent as exc:
+        raise ValueError(str(exc)) from None
+
+
 def session_user(config: AuthConfig, headers: Mapping[str, str],
                  query: Mapping[str, str]) -> str:
     """The user a gateway session is for, or :class:`AuthError`.
@@ -168,11 +181,17 @@ def session_user(config: AuthConfig, headers: Mapping[str, str],
     token = query.get("access_token")
     if token is not None:
         headers = {"Authorization": f"Bearer {token}"}
-    wanted = query.get("user_id") or None
+    try:
+        wanted = identifier("user_id", query.get("user_id") or None)
+    except ValueError as exc:
+        raise AuthError(400, str(exc)) from None
     principal = (authorize(config, headers, user_id=wanted) if wanted
                  else authenticate(config, headers))
     if principal.kind == "user":
-        return principal.name
+        try:
+            return str(identifier("the token's sub", principal.name))
+        except ValueError as exc:
+            raise AuthError(400, str(exc)) from None
     if wanted is None:
         raise AuthError(400, "an API key opens a session only with ?user_id=<user>")
     if "admin" not in principal.scopes:
@@ -195,9 +214,9 @@ def client_command(text: str) -> tuple[str, str | None]:
     if kind not in ("ack", "read"):
         raise ValueError(f"unknown message type {kind!r} (expected ack, read or ping)")
     frame_id = obj.get("id")
-    if not isinstance(frame_id, str) or not frame_id or len(frame_id) > MAX_ID_LENGTH:
+    if not isinstance(frame_id, str):
         raise ValueError("'id' must be the id of a notification received (a non-empty string)")
-    return kind, frame_id
+    return kind, identifier("id", frame_id)
 
 
 def sse_event(frame: Frame) -> bytes:
@@ -413,16 +432,18 @@ def register(herald: Herald) -> Gateway:
                 return await subscriptions.serve(gateway, request)
             try:
                 user_id = session_user(gateway.auth, request.headers, request.query)
+                last_id = identifier("last_id", request.query.get("last_id") or None)
             except AuthError as exc:
                 return refused(exc)
+            except ValueError as exc:
+                return refused(AuthError(400, str(exc)))
             ws = web.WebSocketResponse(heartbeat=herald.settings.ws_heartbeat_seconds,
                                        max_msg_size=MAX_CLIENT_MESSAGE)
             await ws.prepare(request)
             gateway.sockets.add(ws)
             session = Session(user_id, "websocket")
             await ws.send_json(gateway.welcome(session))
-            pump = asyncio.ensure_future(_pump(gateway, session, ws,
-                                               request.query.get("last_id") or None))
+            pump = asyncio.ensure_future(_pump(gateway, session, ws, last_id))
             try:
                 async for message in ws:
                     if message.type == WSMsgType.TEXT:
@@ -444,10 +465,12 @@ def register(herald: Herald) -> Gateway:
         async def get(self, request: Request) -> Any:
             try:
                 user_id = session_user(gateway.auth, request.headers, request.query)
+                last_id = identifier("Last-Event-ID", request.headers.get("Last-Event-ID")
+                                     or request.query.get("last_event_id") or None)
             except AuthError as exc:
                 return refused(exc)
-            last_id = (request.headers.get("Last-Event-ID")
-                       or request.query.get("last_event_id") or None)
+            except ValueError as exc:
+                return refused(AuthError(400, str(exc)))
             response = web.StreamResponse(headers={
                 "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                 "X-Accel-Buffering": "no"})

@@ -63,7 +63,7 @@ def test_client_commands(text, expected):
     ('{"type": "delete", "id": "n-1"}', "unknown message type 'delete'"),
     ('{"type": "ack"}', "'id' must be"),
     ('{"type": "ack", "id": 42}', "'id' must be"),
-    ('{"type": "ack", "id": "' + "x" * 201 + '"}', "'id' must be"),
+    ('{"type": "ack", "id": "' + "x" * 201 + '"}', "id: must be 1 to 200"),
 ])
 def test_bad_client_messages_say_what_is_wrong(text, words):
     with pytest.raises(ValueError, match=None) as refused:
@@ -131,3 +131,16 @@ def test_graphql_connection_init_credentials(payload, header):
     headers, query = credentials(payload, {"access_token": "Q", "other": "x"})
     assert headers.get("Authorization") == header
     assert query == {"access_token": "Q"}
+
+
+@pytest.mark.parametrize("text", ['{"type": "ack", "id": "n\\u0000x"}', '{"type": "ack", "id": ""}',
+                                  '{"type": "read", "id": "a\\u001fb"}'])
+def test_ids_postgresql_could_not_store_are_refused(text):
+    with pytest.raises(ValueError):
+        client_command(text)
+
+
+def test_a_user_id_that_cannot_be_an_id_is_a_400():
+    with pytest.raises(AuthError) as refused:
+        session_user(CONFIG, {"X-API-Key": "admin-key"}, {"user_id": "u\x00"})
+    assert refused.value.status == 400 and "NUL" in refused.value.message
