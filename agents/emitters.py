@@ -14,6 +14,10 @@ from schemas.records import DeadLetter, Delivery, DeliveryEvent, Notification
 
 logger = logging.getLogger("herald.agents")
 
+#: A dead letter copies at most this much of its record: JSON escaping may grow
+#: it up to 6 times, and the letter must stay under Kafka's 1 MiB default.
+MAX_DEAD_PAYLOAD_BYTES = 128 * 1024
+
 
 def notification_columns(notification: Notification) -> dict[str, Any]:
     """The ``notifications`` row columns a status event carries for the recorder."""
@@ -63,12 +67,18 @@ async def dead_letter(
 ) -> None:
     """Produce the record ``message`` to ``deliveries.dlq`` with why it was given up."""
     key = _text(message.key)
+    payload = _text(message.value)
+    if payload is not None and len(message.value) > MAX_DEAD_PAYLOAD_BYTES:
+        # The letter must fit where the original barely did (Kafka's 1 MiB).
+        payload = message.value[:MAX_DEAD_PAYLOAD_BYTES].decode("utf-8", errors="ignore")
+        error = (f"{error}; payload cut to {MAX_DEAD_PAYLOAD_BYTES} of {len(message.value)}"
+                 f" bytes, the original is at {message.topic}[{message.partition}]@{message.offset}")
     logger.warning("dead-lettering %s[%s]@%s: %s: %s", message.topic, message.partition,
                    message.offset, reason, error)
     letter = DeadLetter(
         reason=reason, error=error, topic=message.topic, at=now_iso(),
         partition=message.partition, offset=message.offset, key=key,
-        payload=_text(message.value), headers=_headers(message.headers), attempts=attempts,
+        payload=payload, headers=_headers(message.headers), attempts=attempts,
         delivery=delivery.asdict() if delivery is not None else None,
     )
     await herald.topics.dlq.send(key=key, value=letter)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from app.auth import ApiKey, parse_api_keys, parse_jwt_public_key, parse_jwt_secret
 from providers.channel import DEFAULT_CHANNELS, parse_channels, parse_rate_caps
 from rules.digest import parse_digest_categories
+from rules.ingest import IngestRates, parse_ingest_rates
 from rules.retries import DEFAULT_DELAYS, parse_delays
 from tables.ratelimit import parse_rate_policies
 
@@ -127,6 +128,12 @@ class Settings:
     jwt_public_key: str | None = None
     jwt_audience: str | None = None
     max_body_bytes: int = 65536
+    #: Gateway: WebSocket ping interval (a session without a pong within half of it is dead).
+    ws_heartbeat_seconds: float = 20.0
+    #: Gateway: how often the users of open sessions are re-announced in ``presence``.
+    presence_interval_seconds: float = 30.0
+    #: POST /v1/notifications per API key (rules/ingest.py); None: unlimited.
+    ingest_rates: IngestRates | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -171,7 +178,17 @@ class Settings:
             if env.get(PREFIX + "JWT_PUBLIC_KEY") else None,
             jwt_audience=env.get(PREFIX + "JWT_AUDIENCE") or None,
             max_body_bytes=_read(env, "MAX_BODY_BYTES", _positive_int, "65536"),
+            ws_heartbeat_seconds=_read(env, "WS_HEARTBEAT_SECONDS", _positive_float, "20"),
+            presence_interval_seconds=_read(env, "PRESENCE_INTERVAL_SECONDS", _positive_float,
+                                            "30"),
+            ingest_rates=_read(env, "INGEST_RATE", parse_ingest_rates)
+            if env.get(PREFIX + "INGEST_RATE") else None,
         )
+
+    @property
+    def gateway_node(self) -> str:
+        """This worker's name in ``presence``: its node id, else its web address."""
+        return self.node_id or f"{self.web_host}:{self.web_port}"
 
     @property
     def broker_url(self) -> str:

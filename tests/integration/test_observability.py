@@ -123,8 +123,7 @@ async def test_metrics_pass_promtool_and_count_what_happened(
 
     async def counted() -> str | None:
         text = scrape(obs_worker)
-        sent = sample(text, "herald_deliveries_total", channel="inapp", provider="log",
-                      outcome="sent")
+        sent = sample(text, "herald_deliveries_total", channel="inapp", outcome="sent")
         recorded = sample(text, "herald_recorder_batch_size_count")
         return text if sent and recorded else None
 
