@@ -33,7 +33,7 @@ def test_alert_rules_pass_promtool_check() -> None:
 
 
 def test_alert_rules_fire_and_stay_quiet_as_their_unit_tests_say() -> None:
-    # failure rate, breaker open, lag and PostgreSQL-down alerts, each with a
+    # failure rate, breaker open, lag, PostgreSQL-down and WebSocket-drop alerts, each with a
     # case where it must not fire
     result = promtool("test", "rules", str(PROMETHEUS / "tests" / "alerts_test.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
