@@ -268,20 +268,28 @@ def register(herald: Herald) -> None:
                 return refusal
             return self.json({"unread": await from_store(inbox.unread_count, user_id)})
 
-    @app.page(path("mark_read"))
-    class MarkRead(View):
-        """Mark one notification read: a READ event the recorder writes."""
+    def mark_view(name: str, status: str, how: str) -> None:
+        class Mark(View):
+            """Record one notification READ or DELIVERED: an event the recorder writes."""
 
-        async def post(self, request: Request, user_id: str, notification_id: str) -> Response:
-            if (refusal := denied(self, request, user_id=user_id)) is not None:
-                return refusal
-            # The events are keyed by notification id only: check it is this user's.
-            if not await from_store(inbox.in_inbox, user_id, notification_id):
-                return error(self, 404, f"notification {notification_id!r} is not in the "
-                                        f"inbox of user {user_id!r}")
-            await emit_status(herald, notification_id, "inapp", "READ", user_id=user_id,
-                              reason="marked read through the API")
-            return self.json({"id": notification_id}, status=202)
+            async def post(self, request: Request, user_id: str, notification_id: str) -> Response:
+                if (refusal := denied(self, request, user_id=user_id)) is not None:
+                    return refusal
+                # The events are keyed by notification id only: check it is this user's.
+                if not await from_store(inbox.in_inbox, user_id, notification_id):
+                    return error(self, 404, f"notification {notification_id!r} is not in the "
+                                            f"inbox of user {user_id!r}")
+                await emit_status(herald, notification_id, "inapp", status, user_id=user_id,
+                                  reason=f"{how} through the API")
+                return self.json({"id": notification_id}, status=202)
+
+        # Faust names views by class name: each must be unique.
+        Mark.__name__ = Mark.__qualname__ = f"Mark_{name}"
+        app.page(path(name))(Mark)
+
+    mark_view("mark_read", "READ", "marked read")
+    # For clients that cannot ACK on a socket (SSE): the notification was shown.
+    mark_view("mark_delivered", "DELIVERED", "acknowledged")
 
     @app.page(path("read_all"))
     class ReadAll(View):

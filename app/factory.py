@@ -13,7 +13,7 @@ from app.context import Herald
 from app.settings import Settings
 from app.store import Store
 from app.topics import Topics
-from app import api, metrics, webhooks
+from app import api, gateway, metrics, webhooks
 from providers.channel import ChannelSender, build_provider
 from rules.breaker import BreakerPolicy
 from rules.templates import load_catalog
@@ -97,4 +97,5 @@ def create_herald(settings: Settings, senders: dict[str, ChannelSender] | None =
     webhooks.register(herald)
     api.register(herald)
     app.service(Resources(herald))  # type: ignore[arg-type]
+    app.service(gateway.register(herald))  # type: ignore[arg-type]
     return herald

@@ -41,3 +41,16 @@ def circuit_changed(provider: str, state: str) -> None:
 def exposition() -> bytes:
     """The metrics in Prometheus' text format."""
     return generate_latest(REGISTRY)
+
+
+WS_SESSIONS = Gauge(
+    "herald_ws_sessions", "Open real-time gateway sessions on this worker, per transport",
+    ["transport"], registry=REGISTRY)
+
+WS_DISCONNECTS = Counter(
+    "herald_ws_disconnects", "Gateway sessions ended, per reason (client, heartbeat, overflow, "
+    "shutdown, error)", ["reason"], registry=REGISTRY)
+
+WS_FRAMES = Counter(
+    "herald_ws_frames", "Notification frames written to gateway sessions, live or from the "
+    "resume backlog", ["source"], registry=REGISTRY)

@@ -16,6 +16,8 @@ ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {
     "inbox": ("/v1/users/{user_id}/notifications", ("get",)),
     "unread_count": ("/v1/users/{user_id}/notifications/unread-count", ("get",)),
     "mark_read": ("/v1/users/{user_id}/notifications/{notification_id}/read", ("post",)),
+    "mark_delivered": ("/v1/users/{user_id}/notifications/{notification_id}/delivered",
+                       ("post",)),
     "read_all": ("/v1/users/{user_id}/notifications/read-all", ("post",)),
     "preferences": ("/v1/users/{user_id}/preferences", ("put",)),
     "contacts": ("/v1/users/{user_id}/contacts", ("put",)),
@@ -158,6 +160,13 @@ def _operations() -> dict[str, dict[str, Any]]:
                           **_errors(401, 403, 503)}},
         "mark_read": {
             "summary": "Mark one notification read (recorded asynchronously)", "security": _USER,
+            "parameters": [_USER_ID, _path_param("notification_id", "The notification")],
+            "responses": {"202": _json({"$ref": "#/components/schemas/Accepted"}, "Accepted"),
+                          **_errors(401, 403, 404, 503)}},
+        "mark_delivered": {
+            "summary": "Acknowledge one notification as shown to the user (DELIVERED), for "
+                       "clients of /v1/sse; WebSocket clients send {\"type\": \"ack\"}",
+            "security": _USER,
             "parameters": [_USER_ID, _path_param("notification_id", "The notification")],
             "responses": {"202": _json({"$ref": "#/components/schemas/Accepted"}, "Accepted"),
                           **_errors(401, 403, 404, 503)}},

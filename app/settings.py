@@ -128,6 +128,10 @@ class Settings:
     jwt_public_key: str | None = None
     jwt_audience: str | None = None
     max_body_bytes: int = 65536
+    #: Gateway: WebSocket ping interval (a session without a pong within half of it is dead).
+    ws_heartbeat_seconds: float = 20.0
+    #: Gateway: how often the users of open sessions are re-announced in ``presence``.
+    presence_interval_seconds: float = 30.0
     #: POST /v1/notifications per API key (rules/ingest.py); None: unlimited.
     ingest_rates: IngestRates | None = None
 
@@ -174,9 +178,17 @@ class Settings:
             if env.get(PREFIX + "JWT_PUBLIC_KEY") else None,
             jwt_audience=env.get(PREFIX + "JWT_AUDIENCE") or None,
             max_body_bytes=_read(env, "MAX_BODY_BYTES", _positive_int, "65536"),
+            ws_heartbeat_seconds=_read(env, "WS_HEARTBEAT_SECONDS", _positive_float, "20"),
+            presence_interval_seconds=_read(env, "PRESENCE_INTERVAL_SECONDS", _positive_float,
+                                            "30"),
             ingest_rates=_read(env, "INGEST_RATE", parse_ingest_rates)
             if env.get(PREFIX + "INGEST_RATE") else None,
         )
+
+    @property
+    def gateway_node(self) -> str:
+        """This worker's name in ``presence``: its node id, else its web address."""
+        return self.node_id or f"{self.web_host}:{self.web_port}"
 
     @property
     def broker_url(self) -> str:

@@ -35,9 +35,13 @@ def register(herald: Herald) -> None:
         """The worker holds partitions and has recovered its tables."""
 
         async def get(self, request: Request) -> Response:
-            assigned = len(app.consumer.assignment()) if app.consumer else 0
+            assignment = app.consumer.assignment() if app.consumer else set()
+            assigned = len(assignment)
             ready = assigned > 0 and not app.rebalancing and not app.in_recovery
-            body = {"ready": ready, "assigned_partitions": assigned,
+            # Co-partitioned topics move together: the notifications partitions
+            # say which users this worker processes.
+            users = sorted(tp.partition for tp in assignment if tp.topic == "notifications")
+            body = {"ready": ready, "assigned_partitions": assigned, "user_partitions": users,
                     "rebalancing": bool(app.rebalancing), "recovering": bool(app.in_recovery)}
             return self.json(body, status=200 if ready else 503)
 

@@ -15,6 +15,7 @@ from providers.base import Provider
 REGISTRY: dict[str, str] = {
     "apns": "providers.apns:APNsProvider",
     "fcm": "providers.fcm:FCMProvider",
+    "gateway": "providers.gateway:GatewayProvider",
     "log": "providers.log:LogProvider",
     "sendgrid": "providers.sendgrid:SendGridProvider",
     "smtp": "providers.smtp:SmtpProvider",

@@ -24,7 +24,9 @@ from tables.ratelimit import BucketPolicy, parse_policy, take
 
 logger = logging.getLogger("herald.providers")
 
-DEFAULT_CHANNELS = "push=log;email=log;sms=log;inapp=log"
+DEFAULT_CHANNELS = "push=log;email=log;sms=log;inapp=gateway"
+#: The provider of a channel the spec does not name.
+DEFAULT_PROVIDER = {"inapp": "gateway"}
 
 StateListener = Callable[[str, str], None]
 
@@ -43,7 +45,7 @@ def parse_channels(spec: str) -> dict[str, list[list[str]]]:
             raise ValueError(f"{entry!r}: empty provider name")
         channels[channel] = steps
     for channel in CHANNELS:
-        channels.setdefault(channel, [["log"]])
+        channels.setdefault(channel, [[DEFAULT_PROVIDER.get(channel, "log")]])
     return channels
 
 

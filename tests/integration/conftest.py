@@ -225,7 +225,7 @@ def worker_env(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFacto
     smtp = urllib.parse.urlsplit(fakes["smtp"].url)
     return {**stack_env, "HERALD_WEB_PORT": str(free_port()),
             # Real providers (through their SDKs) against local fakes; short retries.
-            "HERALD_CHANNELS": "push=apns;email=sendgrid>smtp;sms=twilio;inapp=log",
+            "HERALD_CHANNELS": "push=apns;email=sendgrid>smtp;sms=twilio;inapp=gateway",
             "HERALD_APNS_KEY": str(fakes["apns"].files / "key.p8"),
             "HERALD_APNS_CA_FILE": str(fakes["apns"].files / "ca.pem"),
             "HERALD_APNS_BASE_URL": fakes["apns"].url, "HERALD_APNS_KEY_ID": APNS_KEY_ID,
@@ -241,6 +241,8 @@ def worker_env(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFacto
             "HERALD_BREAKER_OPEN_SECONDS": "5",
             "HERALD_DATA_DIR": str(tmp_path_factory.mktemp("worker-data")),
             "HERALD_LOG_LEVEL": "info",
+            # A gateway session that stops answering pings is dropped within seconds.
+            "HERALD_WS_HEARTBEAT_SECONDS": "3", "HERALD_PRESENCE_INTERVAL_SECONDS": "3",
             # REST API credentials (tests/integration/test_api.py).
             "HERALD_API_KEYS": "test-admin:test-admin-key:ingest,admin;test-ingest:test-ingest-key:ingest"
                                ";test-limited:test-limited-key:ingest",
