@@ -344,3 +344,78 @@ async def test_secrets_and_contact_details_never_reach_the_log(
 def _context(log: str, value: str) -> str:
     at = log.index(value)
     return log[max(0, at - 120):at + len(value) + 40]
+
+
+# --- the gateway (WebSocket, SSE, GraphQL) ------------------------------------------------
+
+GATEWAY_PARAMS = ["access_token", "user_id", "last_id"]
+
+
+@pytest.mark.parametrize("path", ["/v1/ws", "/v1/sse"])
+async def test_gateway_handshakes_with_hostile_parameters_are_refused_not_failed(
+        worker, worker_env, path):
+    # Given hostile values in every parameter, with and without a valid token
+    from tests.fuzz.strategies import NASTY_STRINGS
+    valid = token_for(worker_env, "u-gw")["Authorization"][7:]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+        for text in [t for t in NASTY_STRINGS if len(t) < 400] + ["\udcff"]:
+            for name in GATEWAY_PARAMS:
+                params = {"access_token": valid, name: text.encode(
+                    "utf-8", "surrogatepass").decode("utf-8", "replace")}
+                async with session.get(worker.url + path, params=params,
+                                       headers={"Accept": "text/event-stream"}) as answer:
+                    # Then each is a 4xx with a reason, or a session that opens (SSE)
+                    assert answer.status < 500, (path, name, text, answer.status)
+                    if answer.status >= 400:
+                        assert (await answer.json(content_type=None))["error"]
+
+
+async def test_a_user_cannot_mark_another_users_notification_over_a_socket(
+        worker, worker_env, producer, db, unique):
+    # Given alice's notification, SENT and in her inbox
+    alice, bob = f"alice-{unique}", f"bob-{unique}"
+    nid = f"n-alice-{unique}"
+    await produce(producer, "notifications", alice, {"id": nid, "user_id": alice,
+                                                     "title": "alice only",
+                                                     "channels": ["inapp"]})
+
+    async def sent():
+        return await db.fetchval("SELECT status FROM deliveries WHERE notification_id = $1"
+                                 " AND channel = 'inapp'", nid) == "SENT"
+    await eventually(sent, what="alice's notification SENT")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        # When bob sends read for it on his WebSocket, and markRead over GraphQL
+        bob_token = token_for(worker_env, bob)["Authorization"][7:]
+        ws = await session.ws_connect(worker.url + "/v1/ws", params={"access_token": bob_token})
+        assert (await ws.receive_json())["type"] == "welcome"
+        await ws.send_json({"type": "read", "id": nid})
+        frame = await ws.receive_json()
+        while frame["type"] != "error":
+            frame = await ws.receive_json()
+        assert "not in the inbox" in frame["error"]
+        await ws.close()
+        gql = await session.ws_connect(worker.url + "/v1/ws",
+                                       protocols=("graphql-transport-ws",))
+        await gql.send_json({"type": "connection_init", "payload": {"token": bob_token}})
+        assert (await gql.receive_json())["type"] == "connection_ack"
+        await gql.send_json({"id": "1", "type": "subscribe", "payload": {
+            "query": "mutation($id: ID!) { markRead(id: $id) }", "variables": {"id": nid}}})
+        answer = await gql.receive_json()
+        assert answer["type"] == "error" or answer["payload"].get("errors"), answer
+        await gql.close()
+    # Then alice's notification is still SENT (not READ)
+    assert await db.fetchval("SELECT status FROM deliveries WHERE notification_id = $1"
+                             " AND channel = 'inapp'", nid) == "SENT"
+
+
+async def test_a_socket_token_in_the_query_string_is_not_logged(worker, worker_env, unique):
+    token = token_for(worker_env, f"u-ws-{unique}")["Authorization"][7:]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        ws = await session.ws_connect(worker.url + "/v1/ws", params={"access_token": token})
+        assert (await ws.receive_json())["type"] == "welcome"
+        await ws.close()
+        async with session.get(worker.url + "/v1/ws",
+                               params={"access_token": token + "x"}) as refused:
+            assert refused.status == 401
+    log = Path(worker.log_path).read_text(errors="replace")
+    assert token not in log
