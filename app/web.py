@@ -45,11 +45,14 @@ def register(herald: Herald) -> None:
                     "rebalancing": bool(app.rebalancing), "recovering": bool(app.in_recovery)}
             return self.json(body, status=200 if ready else 503)
 
+    metrics.install(herald)
+
     @app.page("/metrics")
     class Metrics(View):
-        """Prometheus metrics."""
+        """Prometheus metrics; lag and table sizes are sampled as they are scraped."""
 
         async def get(self, request: Request) -> Response:
+            await metrics.sample(herald)
             return self.bytes(metrics.exposition(),
                               content_type="text/plain; version=0.0.4")
 
