@@ -381,13 +381,16 @@ def tables() -> None:
 @click.argument("key")
 @click.option("--url", default=None,
               help="A worker's web server (default http://127.0.0.1:$HERALD_WEB_PORT).")
-def tables_get(table: str, key: str, url: str | None) -> None:
+@click.option("--api-key", envvar="HERALD_ADMIN_API_KEY", default=None,
+              help="An admin API key, for workers whose table views need one "
+                   "(HERALD_TABLES_AUTH); default $HERALD_ADMIN_API_KEY.")
+def tables_get(table: str, key: str, url: str | None, api_key: str | None) -> None:
     """Print the JSON value of KEY in TABLE, from the worker that owns it."""
     from app.inspect import LookupFailed, get_table_key
 
     base = url or f"http://127.0.0.1:{os.environ.get('HERALD_WEB_PORT') or '6066'}"
     try:
-        value = get_table_key(base, table, key)
+        value = get_table_key(base, table, key, api_key=api_key)
     except LookupFailed as exc:
         _fail(str(exc))
     click.echo(json.dumps(value, indent=2, sort_keys=True))
