@@ -482,5 +482,14 @@ def replay_command(topic: str, partitions: tuple[int, ...], from_offset: int | N
     click.echo(f"replayed {sum(counts.values())} records into {into or topic}")
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """Run the benchmark harness (bench/; ``herald bench --help`` for its options)."""
+    from bench.main import main as run_bench
+
+    sys.exit(run_bench(list(args)))
+
+
 if __name__ == "__main__":
     main()
