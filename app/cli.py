@@ -381,13 +381,16 @@ def tables() -> None:
 @click.argument("key")
 @click.option("--url", default=None,
               help="A worker's web server (default http://127.0.0.1:$HERALD_WEB_PORT).")
-def tables_get(table: str, key: str, url: str | None) -> None:
+@click.option("--api-key", envvar="HERALD_ADMIN_API_KEY", default=None,
+              help="An admin API key, for workers whose table views need one "
+                   "(HERALD_TABLES_AUTH); default $HERALD_ADMIN_API_KEY.")
+def tables_get(table: str, key: str, url: str | None, api_key: str | None) -> None:
     """Print the JSON value of KEY in TABLE, from the worker that owns it."""
     from app.inspect import LookupFailed, get_table_key
 
     base = url or f"http://127.0.0.1:{os.environ.get('HERALD_WEB_PORT') or '6066'}"
     try:
-        value = get_table_key(base, table, key)
+        value = get_table_key(base, table, key, api_key=api_key)
     except LookupFailed as exc:
         _fail(str(exc))
     click.echo(json.dumps(value, indent=2, sort_keys=True))
@@ -477,6 +480,15 @@ def replay_command(topic: str, partitions: tuple[int, ...], from_offset: int | N
     except Exception as exc:  # noqa: BLE001 - reported in one line, not a traceback
         _fail(f"could not replay {topic} on Kafka at {bootstrap}: {exc}")
     click.echo(f"replayed {sum(counts.values())} records into {into or topic}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """Run the benchmark harness (bench/; ``herald bench --help`` for its options)."""
+    from bench.main import main as run_bench
+
+    sys.exit(run_bench(list(args)))
 
 
 if __name__ == "__main__":

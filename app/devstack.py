@@ -78,6 +78,14 @@ def _apt_install(packages: list[str], echo: Echo) -> None:
             raise StackError(f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
 
 
+def _cluster_id() -> str:
+    """A random KRaft cluster id; never starting with "-", which the tool would take for
+    an option (1 start in 64 failed so)."""
+    while (cluster := base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())[0] == "-":
+        pass
+    return cluster
+
+
 def port_in_use(port: int) -> bool:
     """Whether something answers on 127.0.0.1:``port``."""
     with socket.socket() as sock:
@@ -283,7 +291,7 @@ class DevStack:
                 f"-Dlog4j.configuration=file:{self.kafka_dir / 'log4j.properties'}"]
         if not (self.kafka_dir / "data" / "meta.properties").exists():
             _run([*java, "kafka.tools.StorageTool", "format", "--ignore-formatted",
-                  "-t", base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode(), "-c", str(config)])
+                  "-t", _cluster_id(), "-c", str(config)])
         with open(self.kafka_dir / "kafka.log", "ab") as log:  # the child keeps its own
             process = subprocess.Popen(
                 [*java[:1], "-Xms256m", "-Xmx1g", *java[1:], "kafka.Kafka", str(config)],

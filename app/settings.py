@@ -68,6 +68,12 @@ def _store(raw: str) -> str:
     return raw
 
 
+def _tables_auth(raw: str) -> str:
+    if raw not in ("auto", "admin", "open"):
+        raise ValueError("must be auto, admin or open")
+    return raw
+
+
 def _advertised(bind: str | None) -> str:
     return "127.0.0.1" if not bind or bind in ("0.0.0.0", "::") else bind
 
@@ -128,6 +134,8 @@ class Settings:
     jwt_public_key: str | None = None
     jwt_audience: str | None = None
     max_body_bytes: int = 65536
+    #: Table views: "open", "admin" (an admin API key), or "auto" (open on a loopback bind).
+    tables_auth: str = "auto"
     #: Gateway: WebSocket ping interval (a session without a pong within half of it is dead).
     ws_heartbeat_seconds: float = 20.0
     #: Gateway: how often the users of open sessions are re-announced in ``presence``.
@@ -178,12 +186,20 @@ class Settings:
             if env.get(PREFIX + "JWT_PUBLIC_KEY") else None,
             jwt_audience=env.get(PREFIX + "JWT_AUDIENCE") or None,
             max_body_bytes=_read(env, "MAX_BODY_BYTES", _positive_int, "65536"),
+            tables_auth=_read(env, "TABLES_AUTH", _tables_auth, "auto"),
             ws_heartbeat_seconds=_read(env, "WS_HEARTBEAT_SECONDS", _positive_float, "20"),
             presence_interval_seconds=_read(env, "PRESENCE_INTERVAL_SECONDS", _positive_float,
                                             "30"),
             ingest_rates=_read(env, "INGEST_RATE", parse_ingest_rates)
             if env.get(PREFIX + "INGEST_RATE") else None,
         )
+
+    @property
+    def tables_need_admin(self) -> bool:
+        """Whether the table views ask for an admin API key: table values hold contacts,
+        so only a worker reachable from this host alone may serve them openly."""
+        loopback = self.web_bind in ("127.0.0.1", "localhost", "::1")
+        return self.tables_auth == "admin" or (self.tables_auth == "auto" and not loopback)
 
     @property
     def gateway_node(self) -> str:

@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "fcm": "providers.fcm:FCMProvider",
     "gateway": "providers.gateway:GatewayProvider",
     "log": "providers.log:LogProvider",
+    "noop": "providers.noop:NoopProvider",
     "sendgrid": "providers.sendgrid:SendGridProvider",
     "smtp": "providers.smtp:SmtpProvider",
     "twilio": "providers.twilio:TwilioProvider",

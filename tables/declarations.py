@@ -50,9 +50,11 @@ class Tables:
             )
             # Faust JSON-encodes table keys by default, while topics carry the
             # raw user id: route lookups and changelog keys must hash the same
-            # bytes as the topics do. Store and changelog are built lazily, so
-            # setting it here is enough.
+            # bytes as the topics do. The store is built lazily, but the
+            # changelog topic was built with the table: rebuilt with raw keys,
+            # or a restore from the changelog fails to decode every record.
             declared.key_serializer = "raw"
+            declared.changelog_topic = declared._new_changelog_topic()  # noqa: SLF001
             return declared
 
         return cls(

@@ -13,6 +13,7 @@ from rules.partitioning import partition_for
 from tests.integration.conftest import (
     KAFKA_PORT, PG_PORT, STACK_DIR, Worker, eventually, free_port, fresh_stack, produce,
 )
+from tests.integration.test_api import ADMIN, INGEST
 from tests.integration.test_gateway import next_frame, token_of
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,7 @@ def cluster(worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
         workers = []
         for name in ("a", "b"):
             env = {**worker_env, **stack_vars, "HERALD_WEB_PORT": str(free_port()),
-                   "HERALD_NODE_ID": f"worker-{name}",
+                   "HERALD_NODE_ID": f"worker-{name}", "HERALD_TABLES_AUTH": "admin",
                    "HERALD_DATA_DIR": str(tmp_path_factory.mktemp(f"cluster-data-{name}"))}
             workers.append(Worker(env, logs / f"worker-{name}.log"))
         try:
@@ -78,7 +79,7 @@ async def test_any_worker_answers_table_lookups_and_delivers_to_its_sessions(clu
         seen: list[Any] = []
 
         async def both_answer() -> list[Any] | None:
-            answers = [w.get(f"/v1/tables/contacts/{user}") for w in (a, b)]
+            answers = [w.get(f"/v1/tables/contacts/{user}", ADMIN) for w in (a, b)]
             seen[:] = answers
             return answers if all(status == 200 for status, _ in answers) else None
         try:
@@ -91,8 +92,11 @@ async def test_any_worker_answers_table_lookups_and_delivers_to_its_sessions(clu
         assert answers[0][1]["value"]["email"] == "c@example.org"
         # And each lists the tables with the keys it holds itself
         local = {w.env["HERALD_NODE_ID"]: {t["name"]: t["local_keys"]
-                                           for t in w.get("/v1/tables")[1]["tables"]}
+                                           for t in w.get("/v1/tables", ADMIN)[1]["tables"]}
                  for w in (a, b)}
+        # (with HERALD_TABLES_AUTH=admin, contacts are not for anyone who can reach the port)
+        assert a.get(f"/v1/tables/contacts/{user}")[0] == 401
+        assert b.get("/v1/tables", INGEST)[0] == 403
         assert local["worker-b"]["contacts"] >= 1 and local["worker-a"]["contacts"] == 0
 
         # When the user opens a WebSocket on worker A
@@ -103,7 +107,7 @@ async def test_any_worker_answers_table_lookups_and_delivers_to_its_sessions(clu
 
             # Then presence, kept by worker B, names worker A's node
             async def present() -> bool:
-                status, body = a.get(f"/v1/tables/presence/{user}")
+                status, body = a.get(f"/v1/tables/presence/{user}", ADMIN)
                 return status == 200 and "worker-a" in body["value"]
             await eventually(present, what="presence on worker B naming worker A")
             # And an in-app notification processed by B reaches the session on A

@@ -206,7 +206,7 @@ requests = st.fixed_dictionaries({
     "query": st.dictionaries(st.one_of(st.sampled_from(QUERY_NAMES), hostile_text),
                              st.one_of(hostile_text, st.integers().map(str)), max_size=3),
     "auth": st.sampled_from(("admin", "admin", "user", "user", "ingest", "none", "other-user",
-                             "garbage", "expired", "hostile")),
+                             "garbage", "expired", "hostile", "hostile-bearer")),
     "hostile": hostile_text,
     "body": st.one_of(st.none(), notification_records, user_update_records,
                       st.sampled_from((VALID_NOTIFICATION, VALID_CONTACTS)).map(
@@ -230,8 +230,8 @@ def credentials(request: dict[str, Any], secret: str) -> dict[str, str]:
         "other-user": {"Authorization": f"Bearer {token('u-someone-else')}"},
         "garbage": {"Authorization": "Bearer a.b.c"},
         "expired": {"Authorization": f"Bearer {token(request['user'], -7200)}"},
-        "hostile": {"Authorization": header_value("Bearer " + request["hostile"]),
-                    "X-API-Key": header_value(request["hostile"])},
+        "hostile": {"X-API-Key": header_value(request["hostile"])},
+        "hostile-bearer": {"Authorization": header_value("Bearer " + request["hostile"])},
     }[request["auth"]]
 
 
@@ -304,6 +304,14 @@ REST_REGRESSIONS = {
     "NUL in q": request_of(("GET", "/v1/users/{user_id}/notifications"), query={"q": "a\x00"}),
     "NUL in the notification id": request_of(
         ("POST", "/v1/users/{user_id}/notifications/{notification_id}/read"), nid="\x00"),
+    # Header bytes that are not UTF-8 reach the view as lone surrogates: the
+    # API key comparison raised UnicodeEncodeError.
+    "API key not UTF-8": request_of(("GET", "/v1/users/{user_id}/notifications"),
+                                    auth="hostile", hostile="\udcff"),
+    # PyJWT raised InvalidTokenError for a "kid" that is not a string.
+    "JWT kid not a string": request_of(
+        ("GET", "/v1/users/{user_id}/notifications"), auth="hostile-bearer",
+        hostile="eyJhbGciOiBudWxsLCAidHlwIjogbnVsbCwgImtpZCI6IDB9.e30.c2ln"),
     "method the view lacks": request_of(("GET", "/v1/notifications"), method="DELETE"),
     "unknown path": request_of(("GET", "/v1/nowhere")),
 }

@@ -1,0 +1,36 @@
+"""A Faust pass-through agent: consume → produce, nothing else (the framework's ceiling).
+
+Run as ``python -m bench.passthrough worker -l warning`` with
+``BENCH_BOOTSTRAP``, ``BENCH_SOURCE``, ``BENCH_SINK``, ``BENCH_APP_ID`` and
+``BENCH_WEB_PORT`` set. Same producer acks as herald (all), memory store.
+"""
+
+from __future__ import annotations
+
+import os
+
+import faust
+from faust.types import StreamT
+
+
+def create_app() -> faust.App:
+    env = os.environ
+    app = faust.App(
+        env["BENCH_APP_ID"], broker=f"kafka://{env['BENCH_BOOTSTRAP']}", store="memory://",
+        autodiscover=False, key_serializer="raw", value_serializer="raw",
+        consumer_auto_offset_reset="earliest", producer_acks=-1, web_bind="127.0.0.1",
+        web_port=int(env["BENCH_WEB_PORT"]), logging_config=None,
+    )
+    source = app.topic(env["BENCH_SOURCE"], key_type=bytes, value_type=bytes)
+    sink = app.topic(env["BENCH_SINK"], key_type=bytes, value_type=bytes)
+
+    @app.agent(source, name="passthrough")
+    async def passthrough(stream: StreamT) -> None:
+        async for event in stream.events():
+            await sink.send(key=event.message.key, value=event.message.value)
+
+    return app
+
+
+if __name__ == "__main__":
+    create_app().main()
