@@ -50,9 +50,13 @@ class Tables:
             )
             # Faust JSON-encodes table keys by default, while topics carry the
             # raw user id: route lookups and changelog keys must hash the same
-            # bytes as the topics do. Store and changelog are built lazily, so
-            # setting it here is enough.
+            # bytes as the topics do. The store is built lazily, but app.Table
+            # already built the changelog topic with JSON keys, and recovery
+            # reads through it: every changelog record then failed to decode
+            # ("Error in recovery Expecting value") and no table was restored
+            # on a worker that took over a partition. Build it again.
             declared.key_serializer = "raw"
+            declared.changelog_topic = declared._new_changelog_topic()
             return declared
 
         return cls(
