@@ -399,7 +399,7 @@ class PoolProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with open(self.log, "ab") as out:  # the child keeps its own descriptor
+        with open(self.log, "wb") as out:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
                 herald_command("pool", "-n", str(self.size), "--base-port", str(self.base_port)),
                 cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
@@ -479,13 +479,15 @@ async def read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
                                 isolation_level="read_committed")
     await consumer.start()
     try:
-        await consumer.topics()  # fetches the metadata partitions_for_topic reads
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        metadata = await consumer._client.fetch_all_metadata()
+        parts = [TopicPartition(topic, p) for p in sorted(metadata.partitions_for_topic(topic) or ())]
+        if not parts:
+            return []
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts)
         records: list[dict[str, Any]] = []
-        while any(await consumer.position(tp) < ends[tp] for tp in parts):
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
             batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             for batch in batches.values():
                 records.extend(json.loads(record.value) for record in batch if record.value)
@@ -577,7 +579,7 @@ class Chaos:
         try:
             base = free_ports(2)
             env = {**os.environ, **stack, **await fakes.start(),
-                   "HERALD_APP_ID": "herald-chaos", "HERALD_DATA_DIR": str(c.directory / "pool"),
+                   "HERALD_APP_ID": "herald-chaos", "HERALD_DATA_DIR": str(c.directory / "data" / "pool"),
                    "HERALD_LOG_LEVEL": "warning", "HERALD_PROCESSING_GUARANTEE": c.guarantee,
                    "HERALD_RATE_LIMITS": "default=1000000/minute:defer",
                    "HERALD_RETRY_DELAYS": c.scale.retry_delays,
@@ -715,6 +717,10 @@ class Chaos:
         raise ValueError(f"unknown fault {fault.kind}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m bench.chaos [--small | --notifications N]``: run, report, exit 1 on a failure."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -740,6 +746,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = Config(scale=scale, directory=Path(args.dir).resolve(), kafka_port=args.kafka_port,
                     pg_port=args.pg_port, guarantee=args.guarantee, faults=not args.no_faults,
                     seed=args.seed, keep=args.keep)
+    # SIGTERM unwinds like Ctrl-C, so the pool, the fakes and the stack are stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     report = asyncio.run(Chaos(config).run())
     r = report["reconciliation"]
     return 0 if r["accounted_pct"] == 100.0 and r["duplicate_sends"] == 0 else 1
