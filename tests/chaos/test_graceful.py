@@ -47,7 +47,9 @@ def env(graceful_stack: dict[str, str], fakes: tuple[Fakes, dict[str, str]], tmp
         unique: str) -> dict[str, str]:
     return {**os.environ, **graceful_stack, **fakes[1], "HERALD_APP_ID": f"herald-graceful-{unique}",
             "HERALD_DATA_DIR": str(tmp_path / "data"), "HERALD_LOG_LEVEL": "info",
-            "HERALD_RATE_LIMITS": "default=100000/minute:defer", "HERALD_RETRY_DELAYS": "1,2,4"}
+            "HERALD_RATE_LIMITS": "default=100000/minute:defer", "HERALD_RETRY_DELAYS": "1,2,4",
+            # Twilio carries the notification id in its status callback URL.
+            "HERALD_PUBLIC_URL": "http://127.0.0.1:6066"}
 
 
 @pytest.fixture
