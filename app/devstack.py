@@ -226,6 +226,11 @@ class DevStack:
         from app.demo import stop_fakes
 
         stop_fakes(self.root / "fakes", echo)
+        self.stop_kafka(echo=echo)
+        self.stop_postgres(echo=echo)
+
+    def stop_kafka(self, *, echo: Echo = print) -> None:
+        """Stop only the broker (SIGTERM, SIGKILL after 30 s); ``up`` starts it again."""
         pid = running_pid(self.kafka_dir / "kafka.pid")
         if pid:
             os.kill(pid, signal.SIGTERM)
@@ -235,6 +240,9 @@ class DevStack:
             if running_pid(self.kafka_dir / "kafka.pid"):
                 os.kill(pid, signal.SIGKILL)
             echo("kafka stopped")
+
+    def stop_postgres(self, *, echo: Echo = print) -> None:
+        """Stop only PostgreSQL (fast shutdown); ``up`` starts it again."""
         bin_dir = postgres_bin_dir()
         if bin_dir and self._pg_running(bin_dir):
             _run([str(bin_dir / "pg_ctl"), "-D", str(self.pg_dir / "data"), "-m", "fast",

@@ -37,7 +37,7 @@ def create_faust_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.replication_factor,
         # At-least-once plus idempotent handling: exactly_once has open bugs
         # (faust-streaming #517, #323, #177, #136).
-        processing_guarantee="at_least_once",
+        processing_guarantee=settings.processing_guarantee,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         web_enabled=True,
