@@ -13,7 +13,7 @@ from app.context import Herald
 from app.settings import Settings
 from app.store import Store
 from app.topics import Topics
-from app import api, gateway, metrics, webhooks
+from app import api, commit_guard, gateway, metrics, webhooks
 from providers.channel import ChannelSender, build_provider
 from rules.breaker import BreakerPolicy
 from rules.templates import load_catalog
@@ -81,6 +81,7 @@ class Resources(Service):
 
 def create_herald(settings: Settings, senders: dict[str, ChannelSender] | None = None) -> Herald:
     """A complete herald app: topics, tables, agents, views and clients."""
+    commit_guard.install()
     app = create_faust_app(settings)
     herald = Herald(
         app=app,
@@ -98,4 +99,5 @@ def create_herald(settings: Settings, senders: dict[str, ChannelSender] | None =
     api.register(herald)
     app.service(Resources(herald))  # type: ignore[arg-type]
     app.service(gateway.register(herald))  # type: ignore[arg-type]
+    app.service(commit_guard.CommitGuard(app))  # type: ignore[arg-type]
     return herald
