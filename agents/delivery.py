@@ -27,9 +27,10 @@ from typing import Any, Callable
 from faust.types import EventT, StreamT
 
 from agents.emitters import dead_letter, emit_status, handle_each
+from app import metrics
 from app.context import Herald
 from app.errors import DeliveryError, TokenUnregistered
-from providers.channel import ChannelSender
+from providers.channel import NO_PROVIDER, ChannelSender, provider_of
 from rules.retries import after_failure, fallback_after
 from schemas.records import Delivery, Notification
 from tables.keys import compose
@@ -83,8 +84,11 @@ async def deliver_one(herald: Herald, sender: ChannelSender, event: EventT) -> N
         return
     sends[key] = {"state": "sent", "attempt": d.attempt, "message_id": receipt.message_id,
                   "provider": receipt.provider, "at": time.time()}
+    # A notification held on purpose (quiet hours, send-at, a fallback) is
+    # left out of the latency, which would otherwise measure the hold.
+    held = bool((d.notification or {}).get("released"))
     await _status(herald, d, "SENT", provider_message_id=receipt.message_id,
-                  created_at=d.created_at)
+                  created_at=None if held else d.created_at)
     await _remove_tokens(herald, d.user_id, receipt.unregistered_tokens)
 
 
@@ -99,6 +103,7 @@ async def _outcome_unknown(herald: Herald, event: EventT, d: Delivery, key: str)
              "never to send twice (replay from the DLQ to send anyway)")
     herald.tables.sends[key] = {"state": "unknown", "attempt": d.attempt, "at": time.time()}
     await dead_letter(herald, event.message, reason, error=error, delivery=d, attempts=d.attempt)
+    metrics.delivery_outcome(d.channel, NO_PROVIDER, "dead_lettered")
     await _status(herald, d, "DEAD", reason=reason, error=error)
 
 
@@ -115,6 +120,7 @@ async def _failed(herald: Herald, event: EventT, d: Delivery, key: str,
         later = Delivery(**{**d.asdict(), "attempt": d.attempt + 1, "not_before": due,
                             "last_error": str(exc)})
         await herald.topics.retries[d.channel, retry.stage].send(key=d.user_id, value=later)
+        metrics.delivery_outcome(d.channel, provider_of(exc), "retried")
         await _status(herald, d, "QUEUED", reason=f"retry {retry.stage} in {retry.delay:.1f}s",
                       error=str(exc))
         return
@@ -122,6 +128,7 @@ async def _failed(herald: Herald, event: EventT, d: Delivery, key: str,
     herald.tables.sends[key] = {"state": "dead", "attempt": d.attempt, "at": time.time()}
     await dead_letter(herald, event.message, reason, error=str(exc), delivery=d,
                       attempts=d.attempt)
+    metrics.delivery_outcome(d.channel, provider_of(exc), "dead_lettered")
     await _status(herald, d, "DEAD", reason=reason, error=str(exc))
     await _fall_back(herald, d)
 

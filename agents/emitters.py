@@ -7,12 +7,16 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from faust.types import EventT, Message, StreamT
 
-from app import metrics
+from app import logs, metrics
 from app.context import Herald
 from schemas.parsing import now_iso
 from schemas.records import DeadLetter, Delivery, DeliveryEvent, Notification
 
 logger = logging.getLogger("herald.agents")
+
+#: A dead letter copies at most this much of its record: JSON escaping may grow
+#: it up to 6 times, and the letter must stay under Kafka's 1 MiB default.
+MAX_DEAD_PAYLOAD_BYTES = 128 * 1024
 
 
 def notification_columns(notification: Notification) -> dict[str, Any]:
@@ -63,15 +67,27 @@ async def dead_letter(
 ) -> None:
     """Produce the record ``message`` to ``deliveries.dlq`` with why it was given up."""
     key = _text(message.key)
+    payload = _text(message.value)
+    if payload is not None and len(message.value) > MAX_DEAD_PAYLOAD_BYTES:
+        # The letter must fit where the original barely did (Kafka's 1 MiB).
+        payload = message.value[:MAX_DEAD_PAYLOAD_BYTES].decode("utf-8", errors="ignore")
+        error = (f"{error}; payload cut to {MAX_DEAD_PAYLOAD_BYTES} of {len(message.value)}"
+                 f" bytes, the original is at {message.topic}[{message.partition}]@{message.offset}")
     logger.warning("dead-lettering %s[%s]@%s: %s: %s", message.topic, message.partition,
                    message.offset, reason, error)
     letter = DeadLetter(
         reason=reason, error=error, topic=message.topic, at=now_iso(),
         partition=message.partition, offset=message.offset, key=key,
-        payload=_text(message.value), headers=_headers(message.headers), attempts=attempts,
+        payload=payload, headers=_headers(message.headers), attempts=attempts,
         delivery=delivery.asdict() if delivery is not None else None,
     )
     await herald.topics.dlq.send(key=key, value=letter)
+    metrics.dead_lettered(message.topic, reason)
+
+
+def agent_name(stream: StreamT) -> str:
+    """The name of the agent consuming ``stream`` (Faust prefixes an agent's stream with it)."""
+    return getattr(stream, "prefix", "") or metrics.NO_AGENT
 
 
 async def handle_each(herald: Herald, stream: StreamT, handle: Callable[[EventT], Awaitable[None]],
@@ -79,11 +95,22 @@ async def handle_each(herald: Herald, stream: StreamT, handle: Callable[[EventT]
     """Run ``handle`` on every event; one that raises is dead-lettered, never lost.
 
     Faust acks an event whose handler raised, so an exception escaping the
-    loop would lose the message and stop the agent.
+    loop would lose the message and stop the agent. Every line logged while
+    an event is handled carries the agent and the notification id
+    (:mod:`app.logs`); events in and errors are counted per agent.
     """
+    agent = agent_name(stream)
     async for event in stream.events():
-        try:
-            await handle(event)
-        except Exception as exc:  # noqa: BLE001 - an escaped exception is a lost message
-            logger.exception("%s on %s", failure_reason, event.message.tp)
-            await dead_letter(herald, event.message, failure_reason, error=repr(exc))
+        message = event.message
+        metrics.event_in(agent)
+        with logs.event_context(agent=agent, notification_id=logs.notification_id_of(event.value),
+                                topic=message.topic, partition=message.partition,
+                                offset=message.offset):
+            try:
+                await handle(event)
+            except Exception as exc:  # noqa: BLE001 - an escaped exception is a lost message
+                metrics.agent_failed(agent)
+                logger.exception("%s on %s", failure_reason, message.tp)
+                await dead_letter(herald, message, failure_reason, error=repr(exc))
+            else:
+                logger.debug("handled")

@@ -13,19 +13,28 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+import time
+from typing import Any, Awaitable, Callable
 
 import asyncpg
+from aiohttp import web
 from faust.web import Request, Response, View
 from faust.web.exceptions import ServiceUnavailable
 
 from agents.emitters import emit_status
 from app import inbox
-from app.auth import AuthConfig, AuthError, authorize
+from app.auth import AuthConfig, AuthError, Principal, authorize
 from app.context import Herald
 from app.errors import InvalidEvent
 from app.openapi import ROUTES, build_document
-from schemas.parsing import decode_object, parse_notification, parse_user_update
+from rules.ingest import IngestLimiter, retry_after_header
+from schemas.parsing import (
+    MAX_ID_LENGTH,
+    check_text,
+    decode_object,
+    parse_notification,
+    parse_user_update,
+)
 
 logger = logging.getLogger("herald.api")
 
@@ -76,6 +85,23 @@ def user_update(raw: bytes, user_id: str, accepted: tuple[str, ...],
     return encoded
 
 
+#: Longest full-text query accepted (``q=``).
+MAX_QUERY_LENGTH = 500
+
+
+def path_params(params: dict[str, str]) -> dict[str, str]:
+    """``params`` (user and notification ids from the path) if they can be ids; else InvalidEvent.
+
+    Checked before any query: PostgreSQL refuses a NUL in text, and that
+    must be a 400 naming the parameter, not a failed query.
+    """
+    for name, value in params.items():
+        if not value or len(value) > MAX_ID_LENGTH:
+            raise InvalidEvent(f"{name}: must be 1 to {MAX_ID_LENGTH} characters")
+        check_text(name, value, identifier=True)
+    return params
+
+
 def inbox_query(query: Any) -> dict[str, Any]:
     """The list_inbox arguments from the query string; InvalidEvent naming the parameter."""
     status = query.get("status", "all")
@@ -96,6 +122,10 @@ def inbox_query(query: Any) -> dict[str, Any]:
         except ValueError as exc:
             raise InvalidEvent(str(exc)) from exc
     q = (query.get("q") or "").strip() or None
+    if q is not None:
+        if len(q) > MAX_QUERY_LENGTH:
+            raise InvalidEvent(f"q: longer than {MAX_QUERY_LENGTH} characters")
+        check_text("q", q, identifier=False)
     return {"unread_only": status == "unread", "limit": limit, "cursor": cursor, "query": q}
 
 
@@ -114,26 +144,71 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer ``/v1/`` errors raised outside the views as ``{"error": "..."}``, too.
+
+    aiohttp answers an unknown path, a method a view lacks or a body over
+    its own limit in plain text, and an exception that escapes a view as a
+    bare 500 with its traceback in the log only; every API answer is JSON.
+    """
+    if not request.path.startswith("/v1/"):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {name: value for name, value in exc.headers.items()
+                   if name.lower() in ("allow", "retry-after")}
+        return web.json_response({"error": f"{request.method} {request.path}: {exc.reason}"},
+                                 status=exc.status, headers=headers)
+    except Exception:  # noqa: BLE001 - answer JSON; the traceback goes to the log
+        logger.exception("%s %s failed", request.method, request.path)
+        return web.json_response({"error": "internal error"}, status=500)
+
+
 def register(herald: Herald) -> None:
     """Declare the REST views on the app."""
     app, settings = herald.app, herald.settings
     config = AuthConfig(settings.api_keys, settings.jwt_secret, settings.jwt_public_key,
                         settings.jwt_audience)
     limit = settings.max_body_bytes
+    limiter = IngestLimiter(settings.ingest_rates) if settings.ingest_rates else None
     document = build_document()
+    app.web.web_app.middlewares.append(json_errors)
 
     def path(name: str) -> str:
         return ROUTES[name][0]
 
-    def error(view: View, status: int, message: str) -> Response:
-        return view.json({"error": message}, status=status)
+    def error(view: View, status: int, message: str, **headers: str) -> Response:
+        return view.json({"error": message}, status=status, headers=headers)
 
-    def denied(view: View, request: Request, **need: str) -> Response | None:
+    def allowed(view: View, request: Request, **need: str) -> Principal | Response:
+        """The caller, or the 4xx answer when the request may not proceed."""
         try:
-            authorize(config, request.headers, **need)
+            principal = authorize(config, request.headers, **need)
+            path_params(dict(request.match_info))  # type: ignore[attr-defined]
         except AuthError as exc:
             return error(view, exc.status, exc.message)
-        return None
+        except InvalidEvent as exc:
+            return error(view, 400, str(exc))
+        return principal
+
+    def denied(view: View, request: Request, **need: str) -> Response | None:
+        answer = allowed(view, request, **need)
+        return None if isinstance(answer, Principal) else answer
+
+    def throttled(view: View, principal: Principal) -> Response | None:
+        wait = limiter.admit(principal.name, time.monotonic()) if limiter else 0.0
+        if not wait:
+            return None
+        return error(view, 429, f"API key {principal.name!r} is over its ingest rate "
+                                f"(HERALD_INGEST_RATE); retry in {wait:.1f}s",
+                     **{"Retry-After": retry_after_header(wait)})
 
     too_large = f"body larger than {limit} bytes (HERALD_MAX_BODY_BYTES)"
 
@@ -152,7 +227,10 @@ def register(herald: Herald) -> None:
         """Accept a notification in the public JSON and produce it to ``notifications``."""
 
         async def post(self, request: Request) -> Response:
-            if (refusal := denied(self, request, scope="ingest")) is not None:
+            principal = allowed(self, request, scope="ingest")
+            if not isinstance(principal, Principal):
+                return principal
+            if (refusal := throttled(self, principal)) is not None:
                 return refusal
             try:
                 raw = await read_body(request, limit)
@@ -190,20 +268,28 @@ def register(herald: Herald) -> None:
                 return refusal
             return self.json({"unread": await from_store(inbox.unread_count, user_id)})
 
-    @app.page(path("mark_read"))
-    class MarkRead(View):
-        """Mark one notification read: a READ event the recorder writes."""
+    def mark_view(name: str, status: str, how: str) -> None:
+        class Mark(View):
+            """Record one notification READ or DELIVERED: an event the recorder writes."""
 
-        async def post(self, request: Request, user_id: str, notification_id: str) -> Response:
-            if (refusal := denied(self, request, user_id=user_id)) is not None:
-                return refusal
-            # The events are keyed by notification id only: check it is this user's.
-            if not await from_store(inbox.in_inbox, user_id, notification_id):
-                return error(self, 404, f"notification {notification_id!r} is not in the "
-                                        f"inbox of user {user_id!r}")
-            await emit_status(herald, notification_id, "inapp", "READ", user_id=user_id,
-                              reason="marked read through the API")
-            return self.json({"id": notification_id}, status=202)
+            async def post(self, request: Request, user_id: str, notification_id: str) -> Response:
+                if (refusal := denied(self, request, user_id=user_id)) is not None:
+                    return refusal
+                # The events are keyed by notification id only: check it is this user's.
+                if not await from_store(inbox.in_inbox, user_id, notification_id):
+                    return error(self, 404, f"notification {notification_id!r} is not in the "
+                                            f"inbox of user {user_id!r}")
+                await emit_status(herald, notification_id, "inapp", status, user_id=user_id,
+                                  reason=f"{how} through the API")
+                return self.json({"id": notification_id}, status=202)
+
+        # Faust names views by class name: each must be unique.
+        Mark.__name__ = Mark.__qualname__ = f"Mark_{name}"
+        app.page(path(name))(Mark)
+
+    mark_view("mark_read", "READ", "marked read")
+    # For clients that cannot ACK on a socket (SSE): the notification was shown.
+    mark_view("mark_delivered", "DELIVERED", "acknowledged")
 
     @app.page(path("read_all"))
     class ReadAll(View):

@@ -149,7 +149,7 @@ def credential(headers: Mapping[str, str]) -> tuple[str, str]:
     if api_key is not None:
         if not api_key.strip():
             raise AuthError(401, "empty X-API-Key header")
-        return "api-key", api_key.strip()
+        return "api-key", _utf8(api_key.strip(), "X-API-Key")
     authorization = _header(headers, "Authorization")
     if authorization is None:
         raise AuthError(401, "missing credentials: send 'Authorization: Bearer <API key or JWT>'"
@@ -157,7 +157,17 @@ def credential(headers: Mapping[str, str]) -> tuple[str, str]:
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError(401, "malformed Authorization header: expected 'Bearer <token>'")
-    return "bearer", token.strip()
+    return "bearer", _utf8(token.strip(), "Authorization")
+
+
+def _utf8(token: str, header: str) -> str:
+    # aiohttp decodes header bytes that are not UTF-8 as lone surrogates
+    # (surrogateescape); no key or JWT holds them, and they cannot be encoded.
+    try:
+        token.encode()
+    except UnicodeEncodeError as exc:
+        raise AuthError(401, f"malformed {header} header: not UTF-8 text") from exc
+    return token
 
 
 def _api_key(config: AuthConfig, token: str) -> ApiKey | None:
@@ -177,7 +187,7 @@ def verify_jwt(config: AuthConfig, token: str) -> Principal:
     """The end user a JWT names in ``sub``, or :class:`AuthError` (401) saying why not."""
     try:
         algorithm = jwt.get_unverified_header(token).get("alg")
-    except jwt.DecodeError as exc:
+    except jwt.InvalidTokenError as exc:  # DecodeError, and e.g. a "kid" that is not a string
         raise AuthError(401, f"malformed token: {exc}") from exc
     # The key follows from the algorithm we accept, never the other way round,
     # so an RS256 public key can never be used as an HS256 secret.

@@ -7,15 +7,38 @@ service that cannot be reached exits 1 with a message naming it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import logging.config
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
 import click
 
 from app.settings import Settings, SettingsError, kafka_bootstrap_from_env, redact
+
+
+@contextlib.contextmanager
+def _progress(total: int, description: str) -> Iterator[Callable[[], None]]:
+    """A rich progress bar on stderr while the block runs, when stderr is a terminal.
+
+    Yields the function to call once per item done; without a terminal it
+    does nothing, so piped output and logs keep only the printed counts.
+    """
+    if not sys.stderr.isatty() or total == 0:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda: bar.advance(task)
 
 
 def _fail(message: str) -> NoReturn:
@@ -30,22 +53,68 @@ def _settings() -> Settings:
         _fail(str(exc))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineUsageError(click.UsageError):
+    """A usage error shown as one line (click prints four), exit status 2."""
+
+    def __init__(self, error: click.UsageError) -> None:
+        super().__init__(error.format_message(), error.ctx)
+
+    def show(self, file: Any = None) -> None:
+        where = f" (see '{self.ctx.command_path} --help')" if self.ctx else ""
+        click.echo(f"herald: {self.format_message()}{where}", err=True)
+
+
+class HeraldGroup(click.Group):
+    """herald's command group: bad arguments anywhere below it get one line and exit 2."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as exc:
+            raise OneLineUsageError(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as exc:
+            raise OneLineUsageError(exc) from None
+
+
+@click.group(cls=HeraldGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """herald: reliable, real-time, multi-channel notification delivery."""
+    if click.get_current_context().invoked_subcommand not in ("worker", "pool"):
+        # One-shot commands report a failure in one line naming the address;
+        # the Kafka client's own connection messages would only repeat it.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--loglevel", "-l", default=None, help="Log level (default: HERALD_LOG_LEVEL).")
 def worker(loglevel: str | None) -> None:
-    """Run one herald worker (Faust agents and the web server)."""
+    """Run one herald worker (Faust agents and the web server).
+
+    Logs go to stderr as JSON lines (HERALD_LOG_FORMAT=text for the classic
+    format); each line logged while an event is handled carries its agent and
+    notification id.
+    """
     from faust.worker import Worker
 
-    from app.factory import create_herald
-
     from app.admin import TopicMismatch, ensure_topics
+    from app.factory import create_herald
+    from app.logs import log_format, logging_config
 
     settings = _settings()
+    try:
+        fmt = log_format(os.environ)
+        config = logging_config(fmt, loglevel or settings.log_level)
+    except ValueError as exc:
+        _fail(str(exc))
+    logging.config.dictConfig(config)
     try:
         created = asyncio.run(ensure_topics(settings))
     except TopicMismatch as exc:
@@ -53,9 +122,11 @@ def worker(loglevel: str | None) -> None:
     except Exception as exc:  # noqa: BLE001 - reported in one line, not a traceback
         _fail(f"could not reach Kafka at {settings.kafka_bootstrap}: {exc}")
     if created:
-        click.echo(f"created topics: {', '.join(created)}")
+        logging.getLogger("herald.app").info("created topics: %s", ", ".join(created))
     herald = create_herald(settings)
-    runner = Worker(herald.app, loglevel=loglevel or settings.log_level)
+    # JSON lines only: Faust's banner and spinner would break a log pipeline's parsing.
+    runner = Worker(herald.app, loglevel=loglevel or settings.log_level, logging_config=config,
+                    quiet=fmt == "json")
     # At warning level and above Faust's terminal spinner sets the root logger
     # to DEBUG, so every debug call in faust and aiokafka builds a log record.
     runner.spinner = None
@@ -169,7 +240,7 @@ def dev_status(directory: str | None) -> None:
         sys.exit(1)
 
 
-def _iso(value: str | None) -> Any:
+def _iso(value: str | None, option: str) -> Any:
     from datetime import datetime
 
     if value is None:
@@ -177,9 +248,9 @@ def _iso(value: str | None) -> Any:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise click.BadParameter(f"not an ISO-8601 time: {value!r}") from exc
+        raise click.BadParameter(f"not an ISO-8601 time: {value!r}", param_hint=option) from exc
     if moment.tzinfo is None:
-        raise click.BadParameter(f"needs an offset, e.g. {value}+00:00")
+        raise click.BadParameter(f"needs an offset, e.g. {value}+00:00", param_hint=option)
     return moment
 
 
@@ -187,7 +258,7 @@ def _letters(reason: str | None, channel: str | None, since: str | None,
              until: str | None) -> tuple[str, list[Any]]:
     from app.deadletters import Selection, read_letters
 
-    selection = Selection(reason, channel, _iso(since), _iso(until))
+    selection = Selection(reason, channel, _iso(since, "--since"), _iso(until, "--until"))
     try:
         bootstrap = kafka_bootstrap_from_env(os.environ)
     except SettingsError as exc:
@@ -258,7 +329,11 @@ def dlq_replay(reason: str | None, channel: str | None, since: str | None, until
     if dry_run:
         click.echo(f"dry run: {len(letters)} would be replayed")
         return
-    count = asyncio.run(replay(bootstrap, letters))
+    try:
+        with _progress(len(letters), "replaying dead letters") as advance:
+            count = asyncio.run(replay(bootstrap, letters, progress=advance))
+    except Exception as exc:  # noqa: BLE001 - reported in one line, not a traceback
+        _fail(f"could not replay to Kafka at {bootstrap}: {exc}")
     click.echo(f"replayed {count}")
 
 
@@ -275,8 +350,9 @@ def db_migrate() -> None:
     settings = _settings()
     try:
         applied = asyncio.run(migrate_url(settings.database_url))
-    except (OSError, ConnectionError) as exc:
-        _fail(f"could not reach PostgreSQL at {redact(settings.database_url)}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - reported in one line, not a traceback
+        _fail(f"could not migrate PostgreSQL at {redact(settings.database_url)}: "
+              f"{type(exc).__name__}: {exc}")
     click.echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
 
 
@@ -309,13 +385,16 @@ def tables() -> None:
 @click.argument("key")
 @click.option("--url", default=None,
               help="A worker's web server (default http://127.0.0.1:$HERALD_WEB_PORT).")
-def tables_get(table: str, key: str, url: str | None) -> None:
+@click.option("--api-key", envvar="HERALD_ADMIN_API_KEY", default=None,
+              help="An admin API key, for workers whose table views need one "
+                   "(HERALD_TABLES_AUTH); default $HERALD_ADMIN_API_KEY.")
+def tables_get(table: str, key: str, url: str | None, api_key: str | None) -> None:
     """Print the JSON value of KEY in TABLE, from the worker that owns it."""
     from app.inspect import LookupFailed, get_table_key
 
     base = url or f"http://127.0.0.1:{os.environ.get('HERALD_WEB_PORT') or '6066'}"
     try:
-        value = get_table_key(base, table, key)
+        value = get_table_key(base, table, key, api_key=api_key)
     except LookupFailed as exc:
         _fail(str(exc))
     click.echo(json.dumps(value, indent=2, sort_keys=True))
@@ -336,11 +415,7 @@ def offsets_reset(to_time: str, topics: tuple[str, ...], dry_run: bool) -> None:
     """Set the group's (HERALD_APP_ID) offsets of its source topics to a time."""
     from app.offsets import SOURCE_TOPICS, GroupActive, UnknownTopic, reset_to_time
 
-    try:
-        moment = _iso(to_time)
-    except click.BadParameter as exc:
-        exc.param_hint = "--to-time"
-        raise
+    moment = _iso(to_time, "--to-time")
     group = os.environ.get("HERALD_APP_ID") or "herald"
     try:
         bootstrap = kafka_bootstrap_from_env(os.environ)
@@ -381,7 +456,7 @@ def replay_command(topic: str, partitions: tuple[int, ...], from_offset: int | N
         raise click.UsageError("give exactly one of --from-offset or --from-time")
     if to_offset is not None and to_time is not None:
         raise click.UsageError("give at most one of --to-offset or --to-time")
-    start, stop = _iso(from_time), _iso(to_time)
+    start, stop = _iso(from_time, "--from-time"), _iso(to_time, "--to-time")
     try:
         bootstrap = kafka_bootstrap_from_env(os.environ)
     except SettingsError as exc:
@@ -402,8 +477,12 @@ def replay_command(topic: str, partitions: tuple[int, ...], from_offset: int | N
     if dry_run:
         click.echo(f"dry run: {total} records would be replayed into {into or topic}")
         return
-    counts = asyncio.run(replaying.replay(bootstrap, topic, ranges, into=into,
-                                          force_new_ids=force_new_ids))
+    try:
+        with _progress(total, f"replaying {topic}") as advance:
+            counts = asyncio.run(replaying.replay(bootstrap, topic, ranges, into=into,
+                                                  force_new_ids=force_new_ids, progress=advance))
+    except Exception as exc:  # noqa: BLE001 - reported in one line, not a traceback
+        _fail(f"could not replay {topic} on Kafka at {bootstrap}: {exc}")
     click.echo(f"replayed {sum(counts.values())} records into {into or topic}")
 
 

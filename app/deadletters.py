@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -71,8 +71,8 @@ async def read_letters(bootstrap: str, selection: Selection) -> list[Letter]:
     """Every letter currently in the DLQ that ``selection`` matches, oldest first per partition."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 group_id=None, request_timeout_ms=15000)
-    await consumer.start()
     try:
+        await consumer.start()
         partitions = [TopicPartition(DLQ, p) for p in await partitions_of(bootstrap, DLQ)]
         consumer.assign(partitions)
         starts = await consumer.beginning_offsets(partitions)
@@ -95,12 +95,16 @@ async def read_letters(bootstrap: str, selection: Selection) -> list[Letter]:
         await consumer.stop()
 
 
-async def replay(bootstrap: str, letters: Iterable[Letter]) -> int:
-    """Produce each letter back to its target; return how many were replayed."""
+async def replay(bootstrap: str, letters: Iterable[Letter],
+                 progress: Callable[[], None] = lambda: None) -> int:
+    """Produce each letter back to its target; return how many were replayed.
+
+    ``progress`` is called once per letter produced (the CLI's progress bar).
+    """
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
     count = 0
     try:
+        await producer.start()
         for letter in letters:
             topic, key, value = replay_target(letter)
             await producer.send_and_wait(topic, key=key.encode() if key else None, value=value,
@@ -108,6 +112,7 @@ async def replay(bootstrap: str, letters: Iterable[Letter]) -> int:
                                                    f"{DLQ}:{letter.partition}:{letter.offset}"
                                                    .encode())])
             count += 1
+            progress()
     finally:
         await producer.stop()
     return count

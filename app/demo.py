@@ -52,7 +52,7 @@ def start_fakes(folder: Path, base_port: int, echo: Echo = print) -> dict[str, s
         echo(f"fake {name} on 127.0.0.1:{port}")
     url = "http://127.0.0.1:{}".format
     return {
-        "HERALD_CHANNELS": "push=apns;email=sendgrid>smtp;sms=twilio;inapp=log",
+        "HERALD_CHANNELS": "push=apns;email=sendgrid>smtp;sms=twilio;inapp=gateway",
         "HERALD_EMAIL_FROM": "herald@example.org", "HERALD_SMS_FROM": "+15005550006",
         "HERALD_SENDGRID_API_KEY": "SG.demo", "HERALD_SENDGRID_BASE_URL": url(base_port),
         "HERALD_TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID, "HERALD_TWILIO_AUTH_TOKEN": "demo-token",

@@ -78,6 +78,14 @@ def _apt_install(packages: list[str], echo: Echo) -> None:
             raise StackError(f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
 
 
+def _cluster_id() -> str:
+    """A random KRaft cluster id; never starting with "-", which the tool would take for
+    an option (1 start in 64 failed so)."""
+    while (cluster := base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())[0] == "-":
+        pass
+    return cluster
+
+
 def port_in_use(port: int) -> bool:
     """Whether something answers on 127.0.0.1:``port``."""
     with socket.socket() as sock:
@@ -218,6 +226,11 @@ class DevStack:
         from app.demo import stop_fakes
 
         stop_fakes(self.root / "fakes", echo)
+        self.stop_kafka(echo=echo)
+        self.stop_postgres(echo=echo)
+
+    def stop_kafka(self, *, echo: Echo = print) -> None:
+        """Stop only the broker (SIGTERM, SIGKILL after 30 s); ``up`` starts it again."""
         pid = running_pid(self.kafka_dir / "kafka.pid")
         if pid:
             os.kill(pid, signal.SIGTERM)
@@ -227,6 +240,9 @@ class DevStack:
             if running_pid(self.kafka_dir / "kafka.pid"):
                 os.kill(pid, signal.SIGKILL)
             echo("kafka stopped")
+
+    def stop_postgres(self, *, echo: Echo = print) -> None:
+        """Stop only PostgreSQL (fast shutdown); ``up`` starts it again."""
         bin_dir = postgres_bin_dir()
         if bin_dir and self._pg_running(bin_dir):
             _run([str(bin_dir / "pg_ctl"), "-D", str(self.pg_dir / "data"), "-m", "fast",
@@ -283,7 +299,7 @@ class DevStack:
                 f"-Dlog4j.configuration=file:{self.kafka_dir / 'log4j.properties'}"]
         if not (self.kafka_dir / "data" / "meta.properties").exists():
             _run([*java, "kafka.tools.StorageTool", "format", "--ignore-formatted",
-                  "-t", base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode(), "-c", str(config)])
+                  "-t", _cluster_id(), "-c", str(config)])
         with open(self.kafka_dir / "kafka.log", "ab") as log:  # the child keeps its own
             process = subprocess.Popen(
                 [*java[:1], "-Xms256m", "-Xmx1g", *java[1:], "kafka.Kafka", str(config)],

@@ -13,7 +13,7 @@ from app.context import Herald
 from app.settings import Settings
 from app.store import Store
 from app.topics import Topics
-from app import api, metrics, webhooks
+from app import api, commit_guard, gateway, metrics, webhooks
 from providers.channel import ChannelSender, build_provider
 from rules.breaker import BreakerPolicy
 from rules.templates import load_catalog
@@ -37,7 +37,7 @@ def create_faust_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.replication_factor,
         # At-least-once plus idempotent handling: exactly_once has open bugs
         # (faust-streaming #517, #323, #177, #136).
-        processing_guarantee="at_least_once",
+        processing_guarantee=settings.processing_guarantee,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         web_enabled=True,
@@ -81,6 +81,7 @@ class Resources(Service):
 
 def create_herald(settings: Settings, senders: dict[str, ChannelSender] | None = None) -> Herald:
     """A complete herald app: topics, tables, agents, views and clients."""
+    commit_guard.install()
     app = create_faust_app(settings)
     herald = Herald(
         app=app,
@@ -97,4 +98,6 @@ def create_herald(settings: Settings, senders: dict[str, ChannelSender] | None =
     webhooks.register(herald)
     api.register(herald)
     app.service(Resources(herald))  # type: ignore[arg-type]
+    app.service(gateway.register(herald))  # type: ignore[arg-type]
+    app.service(commit_guard.CommitGuard(app))  # type: ignore[arg-type]
     return herald

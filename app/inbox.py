@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from app.errors import InvalidEvent
+from schemas.parsing import check_text
+
 if TYPE_CHECKING:
     import asyncpg
 
@@ -62,6 +65,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ValueError("cursor: not a cursor this API returned") from exc
     if parsed.tzinfo is None or not isinstance(notification_id, str):
         raise ValueError("cursor: not a cursor this API returned")
+    try:
+        # Forged cursors reach PostgreSQL as parameters: text it can hold only.
+        check_text("cursor", notification_id, identifier=True)
+    except InvalidEvent as exc:
+        raise ValueError("cursor: not a cursor this API returned") from exc
     return parsed, notification_id
 
 
@@ -122,3 +130,22 @@ async def unread_ids(db: "asyncpg.Pool", user_id: str, limit: int = READ_ALL_BAT
     rows = await db.fetch(
         f"SELECT n.id {_FROM} AND {UNREAD} ORDER BY n.created_at, n.id LIMIT $2", user_id, limit)
     return [row["id"] for row in rows]
+
+
+async def position(db: "asyncpg.Pool", user_id: str, notification_id: str) -> datetime | None:
+    """When ``notification_id`` of ``user_id``'s inbox was created (a resume point), if it is there."""
+    value = await db.fetchval(f"SELECT n.created_at {_FROM} AND n.id = $2", user_id,
+                              notification_id)
+    return value if isinstance(value, datetime) else None
+
+
+async def after(db: "asyncpg.Pool", user_id: str, created_at: datetime, notification_id: str,
+                limit: int = MAX_LIMIT) -> list[dict[str, Any]]:
+    """The inbox items after (``created_at``, ``notification_id``), oldest first: what a
+    reconnecting client missed."""
+    rows = await db.fetch(
+        "SELECT n.id, n.category, n.priority, n.title, n.body, n.data::text AS data,"
+        " n.created_at, d.status, d.read_at" + _FROM
+        + " AND (n.created_at, n.id) > ($2, $3) ORDER BY n.created_at, n.id LIMIT $4",
+        user_id, created_at, notification_id, limit)
+    return [_item(row) for row in rows]

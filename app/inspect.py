@@ -45,11 +45,14 @@ def read_answer(status: int, body: bytes, *, table: str, key: str, url: str) -> 
     raise LookupFailed(f"the worker at {url} answered {status}: {text[0][:200] if text else ''}")
 
 
-def get_table_key(base_url: str, table: str, key: str, *, timeout: float = 10.0) -> Any:
+def get_table_key(base_url: str, table: str, key: str, *, timeout: float = 10.0,
+                  api_key: str | None = None) -> Any:
     """The value of ``key`` in ``table``, asked of the worker at ``base_url``."""
     url = table_key_url(base_url, table, key)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=timeout) as response:
             status, body = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read()

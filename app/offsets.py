@@ -94,8 +94,8 @@ async def reset_to_time(bootstrap: str, group_id: str, topics: Iterable[str], ti
         await admin.close()
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id,
                                 enable_auto_commit=False, request_timeout_ms=15000)
-    await consumer.start()
     try:
+        await consumer.start()
         consumer.assign(partitions)
         committed = {tp: await consumer.committed(tp) for tp in partitions}
         found = await consumer.offsets_for_times({tp: timestamp_ms for tp in partitions})

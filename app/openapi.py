@@ -16,6 +16,8 @@ ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {
     "inbox": ("/v1/users/{user_id}/notifications", ("get",)),
     "unread_count": ("/v1/users/{user_id}/notifications/unread-count", ("get",)),
     "mark_read": ("/v1/users/{user_id}/notifications/{notification_id}/read", ("post",)),
+    "mark_delivered": ("/v1/users/{user_id}/notifications/{notification_id}/delivered",
+                       ("post",)),
     "read_all": ("/v1/users/{user_id}/notifications/read-all", ("post",)),
     "preferences": ("/v1/users/{user_id}/preferences", ("put",)),
     "contacts": ("/v1/users/{user_id}/contacts", ("put",)),
@@ -32,13 +34,19 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
+    """Error responses; a 429 also declares its Retry-After header."""
     meaning = {400: "Invalid request; the message names the field",
                401: "Missing, malformed, invalid or expired credentials",
                403: "Valid credentials not allowed here (e.g. another user's inbox)",
                404: "Not in this user's inbox",
                413: "Body larger than HERALD_MAX_BODY_BYTES",
+               429: "Over the API key's ingest rate (HERALD_INGEST_RATE); see Retry-After",
                503: "Authentication not configured, or the inbox store is unavailable"}
-    return {str(code): _json(_ERROR, meaning[code]) for code in codes}
+    answers = {str(code): _json(_ERROR, meaning[code]) for code in codes}
+    if "429" in answers:
+        answers["429"]["headers"] = {"Retry-After": {
+            "description": "Seconds to wait", "schema": {"type": "integer", "minimum": 1}}}
+    return answers
 
 
 def _path_param(name: str, description: str) -> dict[str, Any]:
@@ -127,10 +135,12 @@ def _operations() -> dict[str, dict[str, Any]]:
         "ingest": {
             "summary": "Send a notification", "security": _SERVICE,
             "description": "Needs an API key with the ingest scope. Produced to the "
-                           "notifications topic keyed by user_id (or audience).",
+                           "notifications topic keyed by user_id (or audience). Each API key "
+                           "may be limited to a rate (HERALD_INGEST_RATE, a token bucket per "
+                           "key and worker): over it, 429 with a Retry-After in seconds.",
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/Notification"}}}},
-            "responses": {"202": accepted, **_errors(400, 401, 403, 413, 503)}},
+            "responses": {"202": accepted, **_errors(400, 401, 403, 413, 429, 503)}},
         "inbox": {
             "summary": "A user's in-app notifications, newest first", "security": _USER,
             "parameters": [
@@ -150,6 +160,13 @@ def _operations() -> dict[str, dict[str, Any]]:
                           **_errors(401, 403, 503)}},
         "mark_read": {
             "summary": "Mark one notification read (recorded asynchronously)", "security": _USER,
+            "parameters": [_USER_ID, _path_param("notification_id", "The notification")],
+            "responses": {"202": _json({"$ref": "#/components/schemas/Accepted"}, "Accepted"),
+                          **_errors(401, 403, 404, 503)}},
+        "mark_delivered": {
+            "summary": "Acknowledge one notification as shown to the user (DELIVERED), for "
+                       "clients of /v1/sse; WebSocket clients send {\"type\": \"ack\"}",
+            "security": _USER,
             "parameters": [_USER_ID, _path_param("notification_id", "The notification")],
             "responses": {"202": _json({"$ref": "#/components/schemas/Accepted"}, "Accepted"),
                           **_errors(401, 403, 404, 503)}},

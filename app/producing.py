@@ -12,8 +12,8 @@ async def produce_json(bootstrap: str, topic: str, key: str, value: Any) -> tupl
     """Produce one JSON record keyed by ``key``; return its (partition, offset)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
                                 request_timeout_ms=15000)
-    await producer.start()
     try:
+        await producer.start()
         meta = await producer.send_and_wait(
             topic, key=key.encode(), value=json.dumps(value).encode()
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -65,8 +65,8 @@ async def plan(bootstrap: str, topic: str, partitions: list[int], *,
     """The bounds of the replay on each partition (times are epoch seconds)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                 enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         tps = [TopicPartition(topic, p) for p in partitions]
         firsts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
@@ -85,15 +85,19 @@ async def plan(bootstrap: str, topic: str, partitions: list[int], *,
 
 
 async def replay(bootstrap: str, topic: str, ranges: Mapping[int, Bounds], *,
-                 into: str | None = None, force_new_ids: bool = False) -> dict[int, int]:
-    """Produce the records of ``ranges`` again; return how many per partition."""
+                 into: str | None = None, force_new_ids: bool = False,
+                 progress: Callable[[], None] = lambda: None) -> dict[int, int]:
+    """Produce the records of ``ranges`` again; return how many per partition.
+
+    ``progress`` is called once per record produced (the CLI's progress bar).
+    """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                 enable_auto_commit=False)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await consumer.start()
-    await producer.start()
     counts = {partition: 0 for partition in ranges}
     try:
+        await consumer.start()
+        await producer.start()
         for partition, span in ranges.items():
             if not span.size:
                 continue
@@ -115,6 +119,7 @@ async def replay(bootstrap: str, topic: str, ranges: Mapping[int, Bounds], *,
                     await producer.send_and_wait(into or topic, key=record.key, value=value,
                                                  headers=headers)
                     counts[partition] += 1
+                    progress()
                     done = record.offset + 1 >= span.stop
                     if done:
                         break

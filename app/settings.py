@@ -15,11 +15,13 @@ from typing import Any, Callable, Mapping, TypeVar
 from app.auth import ApiKey, parse_api_keys, parse_jwt_public_key, parse_jwt_secret
 from providers.channel import DEFAULT_CHANNELS, parse_channels, parse_rate_caps
 from rules.digest import parse_digest_categories
+from rules.ingest import IngestRates, parse_ingest_rates
 from rules.retries import DEFAULT_DELAYS, parse_delays
 from tables.ratelimit import parse_rate_policies
 
 PREFIX = "HERALD_"
 STORES = ("rocksdb", "memory")
+GUARANTEES = ("at_least_once", "exactly_once")
 
 T = TypeVar("T")
 
@@ -67,6 +69,18 @@ def _store(raw: str) -> str:
     return raw
 
 
+def _tables_auth(raw: str) -> str:
+    if raw not in ("auto", "admin", "open"):
+        raise ValueError("must be auto, admin or open")
+    return raw
+
+
+def _guarantee(raw: str) -> str:
+    if raw not in GUARANTEES:
+        raise ValueError(f"must be one of {', '.join(GUARANTEES)}")
+    return raw
+
+
 def _advertised(bind: str | None) -> str:
     return "127.0.0.1" if not bind or bind in ("0.0.0.0", "::") else bind
 
@@ -105,6 +119,8 @@ class Settings:
     node_id: str | None = None
     data_dir: Path = Path(".local/data/worker")
     store: str = "rocksdb"
+    #: Faust's processing guarantee; exactly_once was measured under chaos (README "Chaos run").
+    processing_guarantee: str = "at_least_once"
     dedup_window_seconds: float = 24 * 3600.0
     profile_grace_seconds: float = 2.0
     templates_dir: Path = Path("templates")
@@ -127,6 +143,14 @@ class Settings:
     jwt_public_key: str | None = None
     jwt_audience: str | None = None
     max_body_bytes: int = 65536
+    #: Table views: "open", "admin" (an admin API key), or "auto" (open on a loopback bind).
+    tables_auth: str = "auto"
+    #: Gateway: WebSocket ping interval (a session without a pong within half of it is dead).
+    ws_heartbeat_seconds: float = 20.0
+    #: Gateway: how often the users of open sessions are re-announced in ``presence``.
+    presence_interval_seconds: float = 30.0
+    #: POST /v1/notifications per API key (rules/ingest.py); None: unlimited.
+    ingest_rates: IngestRates | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -148,6 +172,7 @@ class Settings:
             node_id=env.get(PREFIX + "NODE_ID") or None,
             data_dir=_read(env, "DATA_DIR", Path, ".local/data/worker"),
             store=_read(env, "STORE", _store, "rocksdb"),
+            processing_guarantee=_read(env, "PROCESSING_GUARANTEE", _guarantee, "at_least_once"),
             dedup_window_seconds=_read(env, "DEDUP_WINDOW_SECONDS", _positive_float, "86400"),
             profile_grace_seconds=_read(env, "PROFILE_GRACE_SECONDS", _non_negative_float, "2"),
             templates_dir=_read(env, "TEMPLATES_DIR", Path, "templates"),
@@ -171,7 +196,25 @@ class Settings:
             if env.get(PREFIX + "JWT_PUBLIC_KEY") else None,
             jwt_audience=env.get(PREFIX + "JWT_AUDIENCE") or None,
             max_body_bytes=_read(env, "MAX_BODY_BYTES", _positive_int, "65536"),
+            tables_auth=_read(env, "TABLES_AUTH", _tables_auth, "auto"),
+            ws_heartbeat_seconds=_read(env, "WS_HEARTBEAT_SECONDS", _positive_float, "20"),
+            presence_interval_seconds=_read(env, "PRESENCE_INTERVAL_SECONDS", _positive_float,
+                                            "30"),
+            ingest_rates=_read(env, "INGEST_RATE", parse_ingest_rates)
+            if env.get(PREFIX + "INGEST_RATE") else None,
         )
+
+    @property
+    def tables_need_admin(self) -> bool:
+        """Whether the table views ask for an admin API key: table values hold contacts,
+        so only a worker reachable from this host alone may serve them openly."""
+        loopback = self.web_bind in ("127.0.0.1", "localhost", "::1")
+        return self.tables_auth == "admin" or (self.tables_auth == "auto" and not loopback)
+
+    @property
+    def gateway_node(self) -> str:
+        """This worker's name in ``presence``: its node id, else its web address."""
+        return self.node_id or f"{self.web_host}:{self.web_port}"
 
     @property
     def broker_url(self) -> str:

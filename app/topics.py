@@ -34,6 +34,8 @@ DLQ = "deliveries.dlq"
 FANOUT = "audiences.fanout"
 MEMBERSHIPS = "audiences.members"
 TICKS = "herald.ticks"
+#: In-app frames for the gateways of every worker (providers/gateway.py).
+GATEWAY_FRAMES = "gateway.frames"
 
 
 def lane_topic_name(lane: str) -> str:
@@ -54,7 +56,7 @@ def retry_topic_name(channel: str, stage: int) -> str:
 def all_topic_names(retry_stages: int) -> list[str]:
     """Every topic herald reads or writes, for creating them before a worker subscribes."""
     return [NOTIFICATIONS, USER_UPDATES, PRESENCE, DELIVERY_EVENTS, DLQ, FANOUT, MEMBERSHIPS,
-            TICKS, *(lane_topic_name(lane) for lane in LANES),
+            TICKS, GATEWAY_FRAMES, *(lane_topic_name(lane) for lane in LANES),
             *(delivery_topic_name(channel, lane) for channel in CHANNELS for lane in LANES),
             *(retry_topic_name(channel, stage) for channel in CHANNELS
               for stage in range(1, retry_stages + 1))]

@@ -12,6 +12,7 @@ from faust.types import TableT
 from faust.web import Request, Response, View
 
 from app import metrics
+from app.auth import AuthConfig, AuthError, authorize
 from app.context import Herald
 
 
@@ -35,17 +36,24 @@ def register(herald: Herald) -> None:
         """The worker holds partitions and has recovered its tables."""
 
         async def get(self, request: Request) -> Response:
-            assigned = len(app.consumer.assignment()) if app.consumer else 0
+            assignment = app.consumer.assignment() if app.consumer else set()
+            assigned = len(assignment)
             ready = assigned > 0 and not app.rebalancing and not app.in_recovery
-            body = {"ready": ready, "assigned_partitions": assigned,
+            # Co-partitioned topics move together: the notifications partitions
+            # say which users this worker processes.
+            users = sorted(tp.partition for tp in assignment if tp.topic == "notifications")
+            body = {"ready": ready, "assigned_partitions": assigned, "user_partitions": users,
                     "rebalancing": bool(app.rebalancing), "recovering": bool(app.in_recovery)}
             return self.json(body, status=200 if ready else 503)
 
+    metrics.install(herald)
+
     @app.page("/metrics")
     class Metrics(View):
-        """Prometheus metrics."""
+        """Prometheus metrics; lag and table sizes are sampled as they are scraped."""
 
         async def get(self, request: Request) -> Response:
+            await metrics.sample(herald)
             return self.bytes(metrics.exposition(),
                               content_type="text/plain; version=0.0.4")
 
@@ -54,6 +62,8 @@ def register(herald: Herald) -> None:
         """The tables and how many keys this worker holds of each."""
 
         async def get(self, request: Request) -> Response:
+            if (refusal := _refused(herald, self, request)) is not None:
+                return refusal
             return self.json({"tables": [
                 {"name": table.name, "local_keys": len(table), "help": table.help}
                 for table in _tables(herald).values()
@@ -67,14 +77,35 @@ def _tables(herald: Herald) -> dict[str, TableT]:
     return herald.tables.by_name()
 
 
+def _refused(herald: Herald, view: View, request: Request) -> Response | None:
+    """The 401/403 answer when table views need an admin API key and the request has none."""
+    settings = herald.settings
+    if not settings.tables_need_admin:
+        return None
+    config = AuthConfig(settings.api_keys, settings.jwt_secret, settings.jwt_public_key,
+                        settings.jwt_audience)
+    try:
+        authorize(config, request.headers, scope="admin")
+    except AuthError as exc:
+        return view.json({"error": f"{exc.message} (table views need an admin API key; "
+                                   "HERALD_TABLES_AUTH)"}, status=exc.status)
+    return None
+
+
 def _table_view(herald: Herald, name: str, table: TableT) -> None:
     app = herald.app
 
     class TableKey(View):
         """One key of one table, from the worker that owns it."""
 
-        @app.table_route(table=table, match_info="key")
         async def get(self, request: Request, key: str) -> Response:
+            # Checked before routing; the owner checks again (the headers travel along).
+            if (refusal := _refused(herald, self, request)) is not None:
+                return refusal
+            return await self.owned(request, key=key)
+
+        @app.table_route(table=table, match_info="key")
+        async def owned(self, request: Request, key: str) -> Response:
             if key not in table:
                 return self.json({"error": f"{key!r} not in table {name!r}"}, status=404)
             return self.json({"table": name, "key": key, "value": _jsonable(table[key])})

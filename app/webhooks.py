@@ -19,6 +19,7 @@ from app.context import Herald
 
 logger = logging.getLogger("herald.webhooks")
 
+FORM = "application/x-www-form-urlencoded"
 #: Twilio ``MessageStatus`` → herald status (others are progress, not outcomes).
 TWILIO_STATUSES = {"delivered": "DELIVERED", "undelivered": "FAILED", "failed": "FAILED"}
 #: SendGrid event → herald status.
@@ -74,7 +75,13 @@ def register(herald: Herald) -> None:
             token = env.get("HERALD_TWILIO_AUTH_TOKEN")
             if not token:
                 return self.json({"error": "HERALD_TWILIO_AUTH_TOKEN is not set"}, status=503)
-            params = dict(await request.post())
+            if request.content_type != FORM:  # type: ignore[attr-defined]
+                return self.json({"error": f"expected a {FORM} body (a Twilio status callback)"},
+                                 status=415)
+            try:
+                params = dict(await request.post())
+            except ValueError as exc:  # bad percent-encoding or charset
+                return self.json({"error": f"malformed form body: {exc}"}, status=400)
             url = env.get("HERALD_PUBLIC_URL", "").rstrip("/") + request.path_qs \
                 if env.get("HERALD_PUBLIC_URL") else str(request.url)
             signature = request.headers.get("X-Twilio-Signature", "")

@@ -15,6 +15,7 @@ from providers.base import Provider
 REGISTRY: dict[str, str] = {
     "apns": "providers.apns:APNsProvider",
     "fcm": "providers.fcm:FCMProvider",
+    "gateway": "providers.gateway:GatewayProvider",
     "log": "providers.log:LogProvider",
     "noop": "providers.noop:NoopProvider",
     "sendgrid": "providers.sendgrid:SendGridProvider",

@@ -16,6 +16,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Mapping
 
 from app.errors import DeliveryError, InvalidRecipient, TokenUnregistered, TransientDeliveryError
+from schemas.parsing import mask
 from schemas.records import Delivery
 
 
@@ -54,12 +55,13 @@ class Provider:
         """Deliver ``delivery`` or raise a :class:`~app.errors.DeliveryError`."""
         try:
             return await asyncio.wait_for(self._send(delivery), self.timeout)
-        except DeliveryError:
-            raise
+        except DeliveryError as exc:
+            raise masked(exc, delivery)
         except asyncio.TimeoutError as exc:
             raise TransientDeliveryError(f"{self.name}: no answer within {self.timeout}s") from exc
         except Exception as exc:  # noqa: BLE001 - unknown failures are retried, not lost
-            raise TransientDeliveryError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+            raise masked(TransientDeliveryError(f"{self.name}: {type(exc).__name__}: {exc}"),
+                         delivery) from exc
 
     async def _send(self, delivery: Delivery) -> Receipt:
         raise NotImplementedError
@@ -92,6 +94,22 @@ class PushProvider(Provider):
     async def _send_to(self, token: str, delivery: Delivery) -> str:
         """Push ``delivery`` to the device of ``token``: the provider's message id, or a ``DeliveryError``."""
         raise NotImplementedError
+
+
+def masked(error: DeliveryError, delivery: Delivery) -> DeliveryError:
+    """``error`` with the delivery's address and push tokens masked in its message.
+
+    Vendors quote the recipient in their errors ("Invalid 'To' Phone Number:
+    +336..."); the message travels to logs, dead letters and PostgreSQL, so
+    it is masked once here, for every provider.
+    """
+    message = str(error)
+    for secret in (delivery.address, *(token.token for token in delivery.push_tokens)):
+        if secret and len(secret) >= 4:
+            message = message.replace(secret, mask(secret))
+    if error.args and message != str(error):
+        error.args = (message, *error.args[1:])
+    return error
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:

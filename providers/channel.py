@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Awaitable, Callable, Mapping, Sequence
 
+from app import metrics
 from app.errors import PermanentDeliveryError, ProviderDisabled, TransientDeliveryError
 from providers import load_provider
 from providers.base import Provider, Receipt
@@ -24,9 +25,19 @@ from tables.ratelimit import BucketPolicy, parse_policy, take
 
 logger = logging.getLogger("herald.providers")
 
-DEFAULT_CHANNELS = "push=log;email=log;sms=log;inapp=log"
+DEFAULT_CHANNELS = "push=log;email=log;sms=log;inapp=gateway"
+#: The provider of a channel the spec does not name.
+DEFAULT_PROVIDER = {"inapp": "gateway"}
 
 StateListener = Callable[[str, str], None]
+
+#: The provider label of an outcome no provider answered (every circuit open).
+NO_PROVIDER = "none"
+
+
+def provider_of(exc: BaseException) -> str:
+    """The provider whose answer ``exc`` is, as :meth:`ChannelSender.send` marked it."""
+    return str(getattr(exc, "herald_provider", NO_PROVIDER))
 
 
 def parse_channels(spec: str) -> dict[str, list[list[str]]]:
@@ -43,7 +54,7 @@ def parse_channels(spec: str) -> dict[str, list[list[str]]]:
             raise ValueError(f"{entry!r}: empty provider name")
         channels[channel] = steps
     for channel in CHANNELS:
-        channels.setdefault(channel, [["log"]])
+        channels.setdefault(channel, [[DEFAULT_PROVIDER.get(channel, "log")]])
     return channels
 
 
@@ -159,14 +170,17 @@ class ChannelSender:
             await self._within_cap(provider.name)
             try:
                 receipt = await provider.send(delivery)
-            except TransientDeliveryError:
-                self._set(provider.name, failed(self.breakers[provider.name], self.clock(),
-                                                self.policy))
+            except (TransientDeliveryError, PermanentDeliveryError) as exc:
+                exc.herald_provider = provider.name  # type: ignore[union-attr]
+                metrics.delivery_outcome(self.channel, provider.name, "failed")
+                if exc.retriable:
+                    self._set(provider.name, failed(self.breakers[provider.name], self.clock(),
+                                                    self.policy))
+                else:
+                    # The provider answered: it is up, the delivery is what is wrong.
+                    self._set(provider.name, succeeded(self.breakers[provider.name]))
                 raise
-            except PermanentDeliveryError:
-                # The provider answered: it is up, the delivery is what is wrong.
-                self._set(provider.name, succeeded(self.breakers[provider.name]))
-                raise
+            metrics.delivery_outcome(self.channel, provider.name, "sent")
             self._set(provider.name, succeeded(self.breakers[provider.name]))
             return receipt
         raise TransientDeliveryError(f"every provider of {self.channel} has an open circuit",

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import base64
 from typing import Mapping
+from urllib.parse import urlencode
 
 import aiohttp
+from twilio.base import values
 from twilio.base.exceptions import TwilioException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
@@ -66,16 +68,21 @@ class _HttpClient(AsyncTwilioHttpClient):
 class TwilioProvider(Provider):
     """Sends an SMS ``Delivery`` as one Twilio message from ``sender``.
 
-    Only ``To``, ``From`` and ``Body`` go on the wire: the Messages API has no
-    idempotency key to carry herald's marker, and no status callback is asked.
+    ``To``, ``From`` and ``Body`` go on the wire, and, when herald's public
+    URL is known (``HERALD_PUBLIC_URL``), a ``StatusCallback`` to herald's
+    Twilio webhook naming the notification and channel: Twilio then reports
+    delivered/undelivered there, and the message carries herald's id (the
+    Messages API has no other field for it).
     """
 
     name = "twilio"
 
     def __init__(self, account_sid: str, auth_token: str, sender: str,
-                 base_url: str = DEFAULT_BASE_URL, timeout: float = 10.0) -> None:
+                 base_url: str = DEFAULT_BASE_URL, timeout: float = 10.0,
+                 public_url: str | None = None) -> None:
         super().__init__(timeout)
         self.account_sid = account_sid
+        self.public_url = public_url.rstrip("/") if public_url else None
         self.sender = sender
         self.base_url = base_url
         self._auth_token = auth_token
@@ -85,12 +92,13 @@ class TwilioProvider(Provider):
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "TwilioProvider":
         """Read ``HERALD_TWILIO_ACCOUNT_SID``, ``HERALD_TWILIO_AUTH_TOKEN``, ``HERALD_SMS_FROM``
-        (required) and ``HERALD_TWILIO_BASE_URL``."""
+        (required), ``HERALD_TWILIO_BASE_URL`` and ``HERALD_PUBLIC_URL``."""
         for variable in ("HERALD_TWILIO_ACCOUNT_SID", "HERALD_TWILIO_AUTH_TOKEN", "HERALD_SMS_FROM"):
             if not env.get(variable):
                 raise ProviderDisabled(f"{variable} is not set")
         return cls(env["HERALD_TWILIO_ACCOUNT_SID"], env["HERALD_TWILIO_AUTH_TOKEN"], env["HERALD_SMS_FROM"],
-                   base_url=env.get("HERALD_TWILIO_BASE_URL") or DEFAULT_BASE_URL)
+                   base_url=env.get("HERALD_TWILIO_BASE_URL") or DEFAULT_BASE_URL,
+                   public_url=env.get("HERALD_PUBLIC_URL") or None)
 
     def _twilio(self) -> Client:
         # Built at the first send: the aiohttp session needs a running loop.
@@ -107,12 +115,20 @@ class TwilioProvider(Provider):
     async def _send(self, delivery: Delivery) -> Receipt:
         try:
             message = await self._twilio().messages.create_async(
-                to=delivery.address, from_=self.sender, body=delivery.body or "")
+                to=delivery.address, from_=self.sender, body=delivery.body or "",
+                status_callback=self.status_callback(delivery))
         except TwilioException as exc:
             raise _twilio_error(exc) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise TransientDeliveryError(f"twilio: {type(exc).__name__}: {exc}") from exc
         return Receipt(provider=self.name, message_id=str(message.sid))
+
+    def status_callback(self, delivery: Delivery) -> object:
+        """herald's webhook for this message's status, or the SDK's "unset" without a public URL."""
+        if not self.public_url:
+            return values.unset
+        query = urlencode({"notification_id": delivery.notification_id, "channel": delivery.channel})
+        return f"{self.public_url}/v1/webhooks/twilio?{query}"
 
     async def aclose(self) -> None:
         """Close the aiohttp session."""

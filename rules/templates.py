@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 import jinja2
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from app.errors import InvalidEvent
 
@@ -160,8 +160,10 @@ def load_catalog(directory: Path, *, default_locale: str = "en") -> TemplateCata
     syntax error) raises :class:`TemplateError` naming the file, so a typo
     fails the start rather than silently dropping a template.
     """
-    plain = SandboxedEnvironment(undefined=jinja2.StrictUndefined)
-    html = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=True)
+    # Immutable: a template may not change the data (the same dict renders
+    # every channel), on top of the sandbox's ban on internals.
+    plain = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
+    html = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=True)
     templates: dict[str, dict[int, dict[str, LocalizedTemplate]]] = {}
     if not directory.exists():
         return TemplateCatalog(templates, default_locale)

@@ -3,11 +3,23 @@
 Each ``parse_*`` function takes the raw bytes of a Kafka record and returns a
 record, or raises :class:`~app.errors.InvalidEvent` whose message names the
 field at fault. Unknown fields are ignored, never fatal.
+
+Whatever parses is fit for everything downstream: it re-serializes as strict
+JSON and UTF-8, and PostgreSQL can store it. So known fields refuse NUL
+characters and lone surrogates (PostgreSQL text and ``jsonb`` cannot hold
+them; UTF-8 cannot encode a surrogate), ``NaN`` and infinite numbers
+(``jsonb`` has none), ``data`` nested deeper than :data:`MAX_DATA_DEPTH`,
+and times outside :data:`YEARS`. Identifiers (ids, user ids, keys, names)
+also refuse control characters: ``\\x1f`` separates the parts of composite
+table keys, and a user id holding one could share keys with another user.
+Messages quote values with ``repr``, so a hostile value never reaches a log
+line or a dead letter raw.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from datetime import datetime, timezone
@@ -29,6 +41,16 @@ from schemas.records import (
 
 MAX_ID_LENGTH = 200
 MAX_TEXT_LENGTH = 64 * 1024
+MAX_DATA_DEPTH = 32
+#: A record larger than this is refused before decoding: re-serialized with
+#: more fields on its way (lanes, deliveries, status events) it could pass
+#: Kafka's 1 MiB message limit and fail a produce.
+MAX_RECORD_BYTES = 256 * 1024
+#: Years a time may fall in: far enough from datetime's limits that adding a
+#: window or a time-to-live never overflows.
+YEARS = (1970, 9000)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 HH_MM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
@@ -44,14 +66,41 @@ def decode_object(raw: bytes | str | None) -> dict[str, Any]:
     """Decode a record's value into a JSON object or say why it is not one."""
     if raw is None:
         raise InvalidEvent("value: empty record (tombstone) is not an event")
+    if len(raw) > MAX_RECORD_BYTES:
+        raise InvalidEvent(f"value: {len(raw)} bytes, more than the {MAX_RECORD_BYTES} "
+                           "a record may have")
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except UnicodeDecodeError as exc:
         raise InvalidEvent(f"value: not UTF-8 ({exc.reason})") from exc
     except ValueError as exc:
         raise InvalidEvent(f"value: not JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise InvalidEvent("value: JSON nested too deeply") from exc
     if not isinstance(value, dict):
         raise InvalidEvent(f"value: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"{text[:20]} is out of range")
+    return number
+
+
+def check_text(name: str, value: str, *, identifier: bool) -> str:
+    """``value`` if it is storable text (an identifier: without control characters)."""
+    if _SURROGATE.search(value):
+        raise InvalidEvent(f"{name}: contains a lone surrogate (not valid Unicode text)")
+    if "\x00" in value:
+        raise InvalidEvent(f"{name}: contains a NUL character")
+    if identifier and (found := _CONTROL.search(value)):
+        raise InvalidEvent(f"{name}: contains the control character {found.group()!r}")
     return value
 
 
@@ -68,7 +117,8 @@ def _text(obj: Mapping[str, Any], name: str, *, required: bool = False,
         raise InvalidEvent(f"{name}: must not be empty")
     if len(value) > max_length:
         raise InvalidEvent(f"{name}: longer than {max_length} characters")
-    return value
+    # Short fields are identifiers, long ones free text (titles, bodies).
+    return check_text(name, value, identifier=max_length <= MAX_ID_LENGTH * 20)
 
 
 def _choice(obj: Mapping[str, Any], name: str, choices: tuple[str, ...], default: str) -> str:
@@ -115,6 +165,8 @@ def _timestamp(obj: Mapping[str, Any], name: str) -> str | None:
         raise InvalidEvent(f"{name}: not an ISO-8601 time ({value!r})") from exc
     if parsed.tzinfo is None:
         raise InvalidEvent(f"{name}: ISO-8601 time needs an offset, e.g. +00:00 ({value!r})")
+    if not YEARS[0] <= parsed.year <= YEARS[1]:
+        raise InvalidEvent(f"{name}: year outside {YEARS[0]}-{YEARS[1]} ({value!r})")
     return parsed.isoformat()
 
 
@@ -125,6 +177,28 @@ def _object(obj: Mapping[str, Any], name: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise InvalidEvent(f"{name}: expected an object, got {type(value).__name__}")
     return value
+
+
+def _data(obj: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = _object(obj, name) or {}
+    _check_json(name, value, 0)
+    return value
+
+
+def _check_json(where: str, value: Any, depth: int) -> None:
+    """Refuse what PostgreSQL's ``jsonb`` cannot store (NaN was refused at decoding)."""
+    if depth > MAX_DATA_DEPTH:
+        raise InvalidEvent(f"{where}: nested deeper than {MAX_DATA_DEPTH} levels")
+    if isinstance(value, str):
+        check_text(where, value, identifier=False)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(f"{where}: key {key!r}", key, identifier=False)
+            _check_json(f"{where}.{key}" if key.isidentifier() else f"{where}[{key!r}]",
+                        item, depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(f"{where}[{index}]", item, depth + 1)
 
 
 def parse_notification(raw: bytes | str | None) -> Notification:
@@ -146,7 +220,7 @@ def parse_notification(raw: bytes | str | None) -> Notification:
         title=title,
         body=body,
         template=template,
-        data=_object(obj, "data") or {},
+        data=_data(obj, "data"),
         locale=_text(obj, "locale"),
         channels=_channels(obj, "channels"),
         fallback=_channels(obj, "fallback") or [],
@@ -166,22 +240,37 @@ def _push_token(value: Any) -> PushToken:
 
 
 def _string(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidEvent("expected non-empty strings")
-    return value
+    if not isinstance(value, str) or not value or len(value) > 4096:
+        raise InvalidEvent("expected non-empty strings of at most 4096 characters")
+    return check_text("item", value, identifier=True)
+
+
+def mask(value: str) -> str:
+    """A contact detail or token shown in part, for messages and logs.
+
+    ``+33612345678`` → ``+336***78``; ``alice@example.org`` → ``al***@example.org``;
+    a push token keeps its first 4 and last 2 characters. Enough to tell two
+    apart in an incident, never enough to reach the person.
+    """
+    local, at, domain = value.rpartition("@")
+    if at and local:
+        return f"{local[:2]}***@{domain}"
+    if len(value) < 8:
+        return "***"
+    return f"{value[:4]}***{value[-2:]}"
 
 
 def _email(obj: Mapping[str, Any]) -> str | None:
     email = _text(obj, "email", max_length=320)
     if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
-        raise InvalidEvent(f"email: not an email address ({email!r})")
+        raise InvalidEvent(f"email: not an email address ({mask(email)!r})")
     return email
 
 
 def _phone(obj: Mapping[str, Any]) -> str | None:
     phone = _text(obj, "phone", max_length=20)
     if phone is not None and not E164.match(phone):
-        raise InvalidEvent(f"phone: expected E.164, e.g. +33612345678 ({phone!r})")
+        raise InvalidEvent(f"phone: expected E.164, e.g. +33612345678 ({mask(phone)!r})")
     return phone
 
 
@@ -201,6 +290,7 @@ def _preferences(obj: Mapping[str, Any]) -> Preferences | None:
         return None
     categories: dict[str, dict[str, bool]] = {}
     for category, channels in (_object(prefs, "categories") or {}).items():
+        check_text(f"preferences.categories: key {category!r}", category, identifier=True)
         if not isinstance(channels, dict):
             raise InvalidEvent(f"preferences.categories.{category}: expected an object")
         for channel, allowed in channels.items():
@@ -249,7 +339,7 @@ def parse_user_update(raw: bytes | str | None) -> UserUpdate:
 def _audience_name(value: Any) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
         raise InvalidEvent(f"expected audience names (non-empty strings), got {value!r}")
-    return value
+    return check_text("audience name", value, identifier=True)
 
 
 def parse_presence(raw: bytes | str | None) -> PresenceChanged:

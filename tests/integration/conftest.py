@@ -80,9 +80,10 @@ class Worker:
                                             stdout=log, stderr=subprocess.STDOUT)
         self.wait_ready()
 
-    def get(self, path: str) -> tuple[int, Any]:
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        request = urllib.request.Request(self.url + path, headers=headers or {})
         try:
-            with urllib.request.urlopen(self.url + path, timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=5) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
@@ -225,7 +226,7 @@ def worker_env(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFacto
     smtp = urllib.parse.urlsplit(fakes["smtp"].url)
     return {**stack_env, "HERALD_WEB_PORT": str(free_port()),
             # Real providers (through their SDKs) against local fakes; short retries.
-            "HERALD_CHANNELS": "push=apns;email=sendgrid>smtp;sms=twilio;inapp=log",
+            "HERALD_CHANNELS": "push=apns;email=sendgrid>smtp;sms=twilio;inapp=gateway",
             "HERALD_APNS_KEY": str(fakes["apns"].files / "key.p8"),
             "HERALD_APNS_CA_FILE": str(fakes["apns"].files / "ca.pem"),
             "HERALD_APNS_BASE_URL": fakes["apns"].url, "HERALD_APNS_KEY_ID": APNS_KEY_ID,
@@ -241,8 +242,12 @@ def worker_env(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFacto
             "HERALD_BREAKER_OPEN_SECONDS": "5",
             "HERALD_DATA_DIR": str(tmp_path_factory.mktemp("worker-data")),
             "HERALD_LOG_LEVEL": "info",
+            # A gateway session that stops answering pings is dropped within seconds.
+            "HERALD_WS_HEARTBEAT_SECONDS": "3", "HERALD_PRESENCE_INTERVAL_SECONDS": "3",
             # REST API credentials (tests/integration/test_api.py).
-            "HERALD_API_KEYS": "test-admin:test-admin-key:ingest,admin;test-ingest:test-ingest-key:ingest",
+            "HERALD_API_KEYS": "test-admin:test-admin-key:ingest,admin;test-ingest:test-ingest-key:ingest"
+                               ";test-limited:test-limited-key:ingest",
+            "HERALD_INGEST_RATE": "test-limited=0.2,3",  # tests/integration/test_security.py
             "HERALD_JWT_SECRET": "test-jwt-secret-that-is-at-least-32-bytes-long",
             # Short windows so the timed rules show within a test's deadline.
             "HERALD_DIGEST_CATEGORIES": "digest-test=4",

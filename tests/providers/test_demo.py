@@ -30,7 +30,7 @@ def test_demo_fakes_start_answer_and_configure_real_providers(tmp_path):
                "HERALD_DATABASE_URL": "postgresql://x@127.0.0.1/x", **settings}
         parsed = Settings.from_env(env)
         names = {name for steps in parsed.channels.values() for step in steps for name in step}
-        assert names == {"apns", "sendgrid", "smtp", "twilio", "log"}
+        assert names == {"apns", "sendgrid", "smtp", "twilio", "gateway"}
         for steps in parsed.channels.values():
             for step in steps:
                 assert type(build_provider(step, parsed.provider_env)).__name__ != "DisabledProvider"

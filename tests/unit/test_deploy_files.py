@@ -66,6 +66,12 @@ KNOWN_KINDS = {
     ("kustomize.config.k8s.io/v1beta1", "Kustomization"),
 }
 CLUSTER_SCOPED_KINDS = {"Namespace", "Kustomization"}
+#: The two herald workers of docker-compose.yml.
+WORKERS = ("herald-1", "herald-2")
+#: Read by the CLI (app/logs.py) rather than app.settings.Settings.
+CLI_SETTINGS = {"HERALD_LOG_FORMAT"}
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+GRAFANA = ROOT / "deploy" / "grafana"
 
 
 # --- loading ---------------------------------------------------------------
@@ -483,21 +489,25 @@ def test_every_top_level_package_is_installed_into_the_image() -> None:
 
 def test_compose_file_is_compose_spec_with_the_stack_services() -> None:
     assert "version" not in compose()
-    assert {"kafka", "postgres", "herald", "migrate"} <= set(compose()["services"])
+    assert {"kafka", "postgres", "migrate", *WORKERS, "prometheus", "grafana"} <= set(
+        compose()["services"]
+    )
 
 
-def test_compose_herald_environment_is_herald_settings_only() -> None:
+@pytest.mark.parametrize("worker", WORKERS)
+def test_compose_herald_environment_is_herald_settings_only(worker: str) -> None:
     # Given the worker's environment
-    names = set(environment(service("herald")))
+    names = set(environment(service(worker)))
 
     # Then it sets herald's settings, every one by its HERALD_ name
     assert DEPLOYED_SETTINGS <= names
     assert {n for n in names if not n.startswith("HERALD_")} == set()
 
 
-def test_compose_herald_environment_is_accepted_by_the_settings() -> None:
+@pytest.mark.parametrize("worker", WORKERS)
+def test_compose_herald_environment_is_accepted_by_the_settings(worker: str) -> None:
     # Given the worker's environment
-    env = environment(service("herald"))
+    env = environment(service(worker))
 
     # When herald builds its settings from it
     settings = Settings.from_env(env)
@@ -509,14 +519,17 @@ def test_compose_herald_environment_is_accepted_by_the_settings() -> None:
     assert str(settings.data_dir) == dockerfile_env()["HERALD_DATA_DIR"]
     assert settings.replication_factor == 1
     assert settings.partitions == int(environment(service("kafka"))["KAFKA_NUM_PARTITIONS"])
+    # and it has an identity and an address of its own
+    assert settings.node_id == settings.web_host == worker
 
 
-def test_compose_herald_variables_name_real_settings() -> None:
+@pytest.mark.parametrize("worker", WORKERS)
+def test_compose_herald_variables_name_real_settings(worker: str) -> None:
     # Given the settings herald reads (field web_port <- HERALD_WEB_PORT)
-    fields = {f"HERALD_{f.name.upper()}" for f in dataclasses.fields(Settings)}
+    fields = {f"HERALD_{f.name.upper()}" for f in dataclasses.fields(Settings)} | CLI_SETTINGS
 
     # Then no variable in compose is a typo the worker would silently ignore
-    ignored = set(environment(service("herald"))) - fields
+    ignored = set(environment(service(worker))) - fields
     assert (
         ignored == set()
     ), f"compose sets variables app.settings.Settings does not read: {ignored}"
@@ -559,7 +572,7 @@ def test_compose_kafka_is_a_consistent_single_kraft_node() -> None:
 
 def test_compose_herald_bootstraps_on_a_listener_advertised_inside_the_network() -> None:
     # Given where herald bootstraps and what the broker advertises
-    bootstrap = environment(service("herald"))["HERALD_KAFKA_BOOTSTRAP"]
+    bootstrap = environment(service("herald-1"))["HERALD_KAFKA_BOOTSTRAP"]
     advertised = kafka_listeners(environment(service("kafka"))["KAFKA_ADVERTISED_LISTENERS"])
     host, _, port = bootstrap.rpartition(":")
 
@@ -617,7 +630,7 @@ def test_compose_postgres_is_15_and_checked_with_the_configured_role() -> None:
 
 def test_compose_database_url_matches_the_postgres_service() -> None:
     # Given herald's database URL and the database service's credentials
-    url = urlsplit(environment(service("herald"))["HERALD_DATABASE_URL"])
+    url = urlsplit(environment(service("herald-1"))["HERALD_DATABASE_URL"])
     env = environment(service("postgres"))
 
     # Then herald logs in where the database is and as who it creates
@@ -639,17 +652,17 @@ def test_compose_herald_starts_after_healthy_dependencies() -> None:
     # Given what the worker and the migration wait for
     conditions = {
         (waiting, name): dep["condition"]
-        for waiting in ("herald", "migrate")
+        for waiting in (*WORKERS, "migrate")
         for name, dep in service(waiting)["depends_on"].items()
     }
 
-    # Then the worker waits for a healthy kafka and postgres and a finished
+    # Then each worker waits for a healthy kafka and postgres and a finished
     # migration, the migration for a healthy postgres; and each service
     # waited on as healthy has a health check, or it would never become so
     assert conditions == {
-        ("herald", "kafka"): "service_healthy",
-        ("herald", "postgres"): "service_healthy",
-        ("herald", "migrate"): "service_completed_successfully",
+        **{(worker, "kafka"): "service_healthy" for worker in WORKERS},
+        **{(worker, "postgres"): "service_healthy" for worker in WORKERS},
+        **{(worker, "migrate"): "service_completed_successfully" for worker in WORKERS},
         ("migrate", "postgres"): "service_healthy",
     }
     for (_, name), condition in conditions.items():
@@ -657,34 +670,42 @@ def test_compose_herald_starts_after_healthy_dependencies() -> None:
             assert not service(name).get("healthcheck", {"disable": True}).get("disable"), name
 
 
-def test_compose_migration_runs_the_worker_image_with_the_worker_settings() -> None:
-    migrate, herald = service("migrate"), service("herald")
+@pytest.mark.parametrize("worker", WORKERS)
+def test_compose_migration_runs_the_worker_image_with_the_worker_settings(worker: str) -> None:
+    migrate, herald = service("migrate"), service(worker)
     assert migrate["command"] == ["herald", "db", "migrate"]
     assert (migrate["build"], migrate["image"]) == (herald["build"], herald["image"])
-    assert environment(migrate) == environment(herald)
+    # the worker adds only its identity and address to the shared settings
+    assert environment(herald) == {
+        **environment(migrate), "HERALD_NODE_ID": worker, "HERALD_WEB_HOST": worker}
     assert migrate.get("restart", "no") == "no"
 
 
-def test_compose_herald_is_built_here_and_kept_running() -> None:
-    herald = service("herald")
+@pytest.mark.parametrize("worker", WORKERS)
+def test_compose_herald_is_built_here_and_kept_running(worker: str) -> None:
+    herald = service(worker)
     build = herald["build"]
     assert (build if isinstance(build, str) else build["context"]) in {".", "./"}
     assert herald["restart"] == "unless-stopped"
-    assert herald["deploy"]["replicas"] == 1
+    assert herald.get("deploy", {}).get("replicas", 1) == 1
 
 
-def test_compose_herald_publishes_its_web_port_and_mounts_its_data_dir() -> None:
-    # Given the worker's settings, ports and volumes
-    env = environment(service("herald"))
-    volumes = service("herald")["volumes"]
+def test_compose_workers_publish_their_web_ports_and_mount_data_dirs_of_their_own() -> None:
+    # Given each worker's settings, ports and volumes
+    ports, volumes = [], []
+    for worker in WORKERS:
+        env = environment(service(worker))
+        ((host, published, target),) = published_ports(service(worker))
+        ports.append(published)
+        (volume,) = [v for v in service(worker)["volumes"]
+                     if v.endswith(":" + env["HERALD_DATA_DIR"])]
+        volumes.append(volume.split(":")[0])
+        # Then each publishes the port it listens on, on loopback
+        assert (host, target) == ("127.0.0.1", int(env["HERALD_WEB_PORT"]))
 
-    # Then the published port is the one it listens on, and its data
-    # directory is a named volume declared by the file
-    assert published_ports(service("herald")) == [
-        ("127.0.0.1", int(env["HERALD_WEB_PORT"]), int(env["HERALD_WEB_PORT"]))
-    ]
-    (volume,) = [v for v in volumes if v.endswith(":" + env["HERALD_DATA_DIR"])]
-    assert volume.split(":")[0] in compose()["volumes"]
+    # and no two share a host port or a RocksDB directory (a named volume)
+    assert len(set(ports)) == len(set(volumes)) == len(WORKERS)
+    assert set(volumes) <= set(compose()["volumes"])
 
 
 def test_compose_named_volumes_are_declared() -> None:
@@ -697,12 +718,18 @@ def test_compose_named_volumes_are_declared() -> None:
     assert used and used <= set(compose()["volumes"] or {})
 
 
-def test_compose_and_kubernetes_allow_the_same_graceful_stop() -> None:
-    assert (
-        seconds(service("herald")["stop_grace_period"])
-        == worker_pod_spec()["terminationGracePeriodSeconds"]
-        == 60
-    )
+def drain_timeout() -> float:
+    """How long a stopping worker gets to drain (``herald pool --drain-timeout``)."""
+    from app.cli import pool
+
+    (option,) = [p for p in pool.params if p.name == "drain_timeout"]
+    return float(option.default)
+
+
+def test_compose_and_kubernetes_allow_the_same_graceful_stop_longer_than_the_drain() -> None:
+    graces = {seconds(service(worker)["stop_grace_period"]) for worker in WORKERS}
+    assert graces == {worker_pod_spec()["terminationGracePeriodSeconds"]}
+    assert graces.pop() > drain_timeout()
 
 
 # --- k8s/ ------------------------------------------------------------------
@@ -883,7 +910,7 @@ def test_statefulset_runs_as_the_image_user_and_stops_gracefully() -> None:
         == dockerfile_user_id()
     )
     assert pod["enableServiceLinks"] is False
-    assert pod["terminationGracePeriodSeconds"] == 60
+    assert pod["terminationGracePeriodSeconds"] > drain_timeout()
 
 
 def test_statefulset_sets_resource_requests_within_limits() -> None:
@@ -968,3 +995,179 @@ def test_deployed_command_exists_in_the_cli(argv: list[str]) -> None:
     # Then it is the installed console script, and the subcommand exists
     assert argv[0] in pyproject()["project"]["scripts"]
     assert result.exit_code == 0, result.output
+
+
+# --- monitoring: Prometheus, alert rules, Grafana ----------------------------
+
+
+def exported_metrics() -> set[str]:
+    """Every sample name app/metrics.py exports (a counter ``x`` is ``x_total``, ...)."""
+    from app import metrics
+
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "gauge": ("",),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+    }
+    return {
+        family.name + suffix
+        for family in metrics.REGISTRY.collect()
+        for suffix in suffixes[family.type]
+    }
+
+
+def metric_names(expr: str) -> set[str]:
+    """The herald metrics a PromQL expression reads."""
+    return set(re.findall(r"\bherald_[a-z_]+\b", expr))
+
+
+@functools.cache
+def alert_rules() -> list[dict[str, Any]]:
+    (document,) = _read_yaml_documents(PROMETHEUS / "alerts.yml")
+    return [rule for group in document["groups"] for rule in group["rules"]]
+
+
+@functools.cache
+def dashboard() -> dict[str, Any]:
+    with (GRAFANA / "dashboards" / "herald.json").open(encoding="utf-8") as stream:
+        loaded: dict[str, Any] = json.load(stream)
+    return loaded
+
+
+def dashboard_exprs() -> list[str]:
+    return [target["expr"] for panel in dashboard()["panels"] for target in panel["targets"]]
+
+
+def mounts(svc: dict[str, Any]) -> dict[str, str]:
+    """A service's bind mounts as {container path: host path}."""
+    found = {}
+    for volume in svc.get("volumes", []):
+        source, target, *_ = volume.split(":")
+        if source.startswith("."):
+            found[target] = source
+    return found
+
+
+def test_alert_rules_cover_what_operators_must_hear_about() -> None:
+    names = {rule["alert"] for rule in alert_rules()}
+    assert {
+        "HeraldDeliveryFailureRateHigh",
+        "HeraldSendLatencyOverSLA",
+        "HeraldConsumerLagHigh",
+        "HeraldDeadLettersGrowing",
+        "HeraldCircuitOpen",
+        "HeraldWebSocketDisconnectsHigh",
+    } <= names
+    for rule in alert_rules():
+        assert rule["labels"]["severity"] in {"page", "warning"}, rule["alert"]
+        assert "Runbook" in rule["annotations"]["description"], rule["alert"]
+
+
+def test_alert_rules_read_only_metrics_herald_exports() -> None:
+    read = set().union(*(metric_names(rule["expr"]) for rule in alert_rules()))
+    assert read <= exported_metrics(), read - exported_metrics()
+    assert {"herald_ws_sessions", "herald_ws_disconnects_total"} <= read
+
+
+def test_dashboard_panels_read_only_metrics_herald_exports() -> None:
+    # Given the dashboard's panels
+    panels = dashboard()["panels"]
+
+    # Then each has a query, a unique id, uses the provisioned datasource,
+    # and every metric it reads exists
+    assert panels and len({p["id"] for p in panels}) == len(panels)
+    for panel in panels:
+        assert panel["targets"], panel["title"]
+        assert panel["datasource"]["uid"] == datasource()["uid"], panel["title"]
+        for target in panel["targets"]:
+            missing = metric_names(target["expr"]) - exported_metrics()
+            assert not missing, f"{panel['title']}: {missing}"
+
+
+def test_dashboard_shows_every_metric_herald_exports() -> None:
+    from app import metrics
+
+    shown = set().union(*map(metric_names, dashboard_exprs()))
+    families = {family.name for family in metrics.REGISTRY.collect()}
+    assert {f for f in families if not any(name.startswith(f) for name in shown)} == set()
+
+
+def datasource() -> dict[str, Any]:
+    (document,) = _read_yaml_documents(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")
+    (source,) = document["datasources"]
+    return dict(source)
+
+
+def test_compose_grafana_provisions_the_datasource_and_the_dashboard() -> None:
+    # Given Grafana's mounts and its dashboard provider
+    grafana = mounts(service("grafana"))
+    (provider_file,) = _read_yaml_documents(
+        GRAFANA / "provisioning" / "dashboards" / "herald.yml"
+    )
+    (provider,) = provider_file["providers"]
+
+    # Then the provisioning folder is mounted where Grafana reads it, the
+    # dashboards where the provider looks, and the datasource points at the
+    # compose Prometheus
+    assert (ROOT / grafana["/etc/grafana/provisioning"]).resolve() == (
+        GRAFANA / "provisioning"
+    ).resolve()
+    assert (ROOT / grafana[provider["options"]["path"]]).resolve() == (
+        GRAFANA / "dashboards"
+    ).resolve()
+    assert urlsplit(datasource()["url"]).hostname == "prometheus"
+    assert urlsplit(datasource()["url"]).port == published_ports(service("prometheus"))[0][2]
+
+
+def test_compose_prometheus_scrapes_both_workers_with_the_rules_file() -> None:
+    # Given Prometheus' mounts and configuration
+    prometheus = mounts(service("prometheus"))
+    (config,) = _read_yaml_documents(ROOT / prometheus["/etc/prometheus/prometheus.yml"])
+    (job,) = config["scrape_configs"]
+    (targets,) = [group["targets"] for group in job["static_configs"]]
+
+    # Then it scrapes every worker on its web port, and the rules file it
+    # loads is mounted from deploy/prometheus/alerts.yml
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    assert sorted(targets) == sorted(
+        f"{worker}:{environment(service(worker))['HERALD_WEB_PORT']}" for worker in WORKERS
+    )
+    (rule_file,) = config["rule_files"]
+    assert (ROOT / prometheus[rule_file]).resolve() == (PROMETHEUS / "alerts.yml").resolve()
+
+
+# --- k8s/keda: autoscaling on consumer lag -----------------------------------
+
+
+def keda_documents() -> list[dict[str, Any]]:
+    return [doc for path in sorted((K8S / "keda").glob("*.yaml"))
+            for doc in _read_yaml_documents(path)]
+
+
+def test_keda_overlay_adds_the_scaled_object_to_the_base() -> None:
+    (kustomization,) = [d for d in keda_documents() if d["kind"] == "Kustomization"]
+    assert kustomization["resources"] == ["../", "scaledobject.yaml"]
+    assert kustomization["namespace"] == NAMESPACE
+
+
+def test_keda_scales_the_statefulset_on_the_group_lag_within_the_partitions() -> None:
+    # Given the ScaledObject, the StatefulSet and the settings
+    (scaled,) = [d for d in keda_documents() if d["kind"] == "ScaledObject"]
+    spec = scaled["spec"]
+    settings = Settings.from_env(k8s_environment())
+    (trigger,) = spec["triggers"]
+
+    # Then it scales the workers, between their usual count and the
+    # partition count, on the lag of herald's own group at its brokers
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    assert scaled["metadata"]["namespace"] == NAMESPACE
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "name": k8s_object("StatefulSet")["metadata"]["name"]}
+    assert spec["minReplicaCount"] == k8s_object("StatefulSet")["spec"]["replicas"]
+    assert spec["maxReplicaCount"] == settings.partitions
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["bootstrapServers"] == settings.kafka_bootstrap
+    assert trigger["metadata"]["consumerGroup"] == settings.app_id
+    assert all(isinstance(v, str) for v in trigger["metadata"].values())
+    assert int(trigger["metadata"]["lagThreshold"]) * spec["maxReplicaCount"] <= 10000

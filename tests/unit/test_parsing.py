@@ -1,6 +1,7 @@
 """The public JSON contract: valid input accepted, bad input named precisely."""
 
 import json
+import re
 
 import pytest
 
@@ -89,3 +90,29 @@ def test_bad_user_updates_are_rejected_with_the_field_named(fields, message):
     with pytest.raises(InvalidEvent) as caught:
         parse_user_update(json.dumps(payload))
     assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"user_id": "a\x1fb", "title": "x"}, "user_id: contains the control character '\\x1f'"),
+    ({"user_id": "u-1", "title": "a\x00b"}, "title: contains a NUL character"),
+    ({"user_id": "u-1", "title": "\ud800"}, "title: contains a lone surrogate"),
+    ({"user_id": "u-1", "title": "x", "data": {"k": ["\x00"]}}, "data.k[0]: contains a NUL"),
+    ({"user_id": "u-1", "title": "x", "send_at": "0001-01-01T00:00:00+01:00"},
+     "send_at: year outside 1970-9000"),
+])
+def test_text_that_downstream_cannot_store_is_refused(fields, message):
+    with pytest.raises(InvalidEvent, match=re.escape(message)):
+        parse_notification(raw(**fields))
+
+
+def test_free_text_keeps_line_breaks_and_any_script():
+    n = parse_notification(raw(user_id="u-1", title="שלום 👋", body="line 1\nline 2\t\u202e"))
+    assert n.body == "line 1\nline 2\t\u202e"
+
+
+@pytest.mark.parametrize("value", [b'{"user_id": "u-1", "title": "x", "data": {"n": NaN}}',
+                                   b'{"user_id": "u-1", "title": "x", "data": {"n": 1e999}}',
+                                   b"[" * 5000 + b"]" * 5000])
+def test_json_that_is_not_strict_or_too_deep_is_not_json(value):
+    with pytest.raises(InvalidEvent, match="value: "):
+        parse_notification(value)

@@ -78,3 +78,21 @@ def test_api_credentials_come_from_the_environment():
 def test_malformed_api_settings_name_their_variable(variable, value):
     with pytest.raises(SettingsError, match=f"^{variable}='{value}' is invalid"):
         Settings.from_env({**REQUIRED, variable: value})
+
+
+@pytest.mark.parametrize("bind, mode, needed", [
+    ("127.0.0.1", "auto", False), ("::1", "auto", False), ("0.0.0.0", "auto", True),
+    ("10.0.0.5", "auto", True), ("127.0.0.1", "admin", True), ("0.0.0.0", "open", False),
+])
+def test_table_views_need_an_admin_key_unless_only_this_host_can_reach_them(bind, mode, needed):
+    env = {"HERALD_KAFKA_BOOTSTRAP": "127.0.0.1:9092",
+           "HERALD_DATABASE_URL": "postgresql://x@127.0.0.1/x",
+           "HERALD_WEB_BIND": bind, "HERALD_TABLES_AUTH": mode}
+    assert Settings.from_env(env).tables_need_admin is needed
+
+
+def test_an_unknown_tables_auth_mode_fails_naming_the_variable():
+    env = {"HERALD_KAFKA_BOOTSTRAP": "127.0.0.1:9092",
+           "HERALD_DATABASE_URL": "postgresql://x@127.0.0.1/x", "HERALD_TABLES_AUTH": "maybe"}
+    with pytest.raises(SettingsError, match="HERALD_TABLES_AUTH"):
+        Settings.from_env(env)
