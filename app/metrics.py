@@ -190,11 +190,13 @@ async def sample(herald: "Herald") -> None:
         # Faust's own record of the committed offsets: read from the broker when
         # partitions are assigned, updated on each commit. No public accessor.
         committed = getattr(app.consumer, "_committed_offset", {})
+        # Never committed: everything from the log's start would be read again.
+        starts = await app.consumer.earliest_offsets(*tps) if tps else {}
         CONSUMER_LAG.clear()
         for tp in tps:
             done = committed.get(tp)
             if done is None:
-                done = await app.consumer.position(tp)
+                done = starts.get(tp)
             if ends.get(tp) is not None and done is not None:
                 CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(
                     max(0, ends[tp] - done))
