@@ -33,3 +33,13 @@ def test_a_digest_becomes_one_released_low_notification():
     assert digest.released and digest.digest
     assert digest.id == digest_id("u-1", "news", batch["window_end"])
     assert digest.data["count"] == 1
+
+
+def test_dedup_keys_are_purged_at_most_once_a_minute_per_partition():
+    from agents.housekeeping import DEDUP_PURGE_SECONDS, purge_due
+
+    purged: dict[int, float] = {}
+    assert purge_due(purged, 3, now=1000.0)            # first tick: purge
+    assert not purge_due(purged, 3, now=1001.0)        # next second: not again
+    assert purge_due(purged, 4, now=1001.0)            # another partition: its own clock
+    assert purge_due(purged, 3, now=1000.0 + DEDUP_PURGE_SECONDS)
