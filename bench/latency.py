@@ -152,7 +152,7 @@ def run(stack: Stack, workdir: Path, users: list[User], rates: list[int], second
                                                 worker.web_port, secret))
             window = (measured["from"], measured["until"])
             calls = _drained(latencies, window, measured["expected"], worker,
-                             limit=max(30.0, 2 * seconds))
+                             limit=max(180.0, 4 * seconds))
             entry = {"rate": rate, "seconds": seconds, "produced": measured["produced"],
                      "deliveries": measured["expected"], "provider_calls": len(calls),
                      "provider_call": percentiles(calls),
