@@ -85,11 +85,18 @@ async def read_letters(bootstrap: str, selection: Selection) -> list[Letter]:
             batches = await consumer.getmany(*pending, timeout_ms=1000)
             for tp, records in batches.items():
                 for record in records:
+                    if record.offset >= ends[tp]:
+                        break
                     letter = Letter(tp.partition, record.offset, json.loads(record.value))
                     if selection.matches(letter):
                         letters.append(letter)
-                    if record.offset + 1 >= ends[tp]:
-                        pending.discard(tp)
+            # Done with a partition once its position reached the end seen at the
+            # start: the last offset may be a marker that never comes as a record.
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+                    # Letters arriving meanwhile must not hold up the other partitions.
+                    consumer.pause(tp)
         return letters
     finally:
         await consumer.stop()
