@@ -18,7 +18,8 @@ from aiokafka import AIOKafkaProducer
 
 from bench.chaos import Fakes, PoolProcess, free_ports, received_ids, user_update
 from tests.integration.conftest import (
-    KAFKA_PORT, PG_PORT, STACK_DIR, Worker, eventually, free_port, fresh_stack, produce,
+    KAFKA_PORT, PG_PORT, STACK_DIR, Worker, eventually, free_port, fresh_stack, kafka_producer,
+    produce,
 )
 
 pytestmark = pytest.mark.integration
@@ -54,10 +55,8 @@ def env(graceful_stack: dict[str, str], fakes: tuple[Fakes, dict[str, str]], tmp
 
 @pytest.fixture
 async def producer(graceful_stack: dict[str, str]) -> AsyncIterator[AIOKafkaProducer]:
-    client = AIOKafkaProducer(bootstrap_servers=graceful_stack["HERALD_KAFKA_BOOTSTRAP"], acks="all")
-    await client.start()
-    yield client
-    await client.stop()
+    async with kafka_producer(graceful_stack["HERALD_KAFKA_BOOTSTRAP"]) as client:
+        yield client
 
 
 async def statuses(database_url: str, nids: list[str]) -> dict[tuple[str, str], dict[str, Any]]:

@@ -269,13 +269,22 @@ def unique() -> str:
     return uuid.uuid4().hex[:12]
 
 
+@contextlib.asynccontextmanager
+async def kafka_producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    """A plain aiokafka producer (acks=all), as any outside service would use."""
+    client = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.stop()
+
+
 @pytest.fixture
 async def producer(stack_env: dict[str, str]) -> AsyncIterator[AIOKafkaProducer]:
-    """A plain aiokafka producer, as any outside service would use."""
-    client = AIOKafkaProducer(bootstrap_servers=stack_env["HERALD_KAFKA_BOOTSTRAP"], acks="all")
-    await client.start()
-    yield client
-    await client.stop()
+    """A producer on the shared test stack."""
+    async with kafka_producer(stack_env["HERALD_KAFKA_BOOTSTRAP"]) as client:
+        yield client
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from tests.integration.conftest import (
     PG_PORT,
     ROOT,
     STACK_DIR,
+    kafka_producer,
     Worker,
     eventually,
     free_port,
@@ -61,10 +62,8 @@ def obs_worker(obs_env: dict[str, str],
 @pytest.fixture
 async def producer(obs_env: dict[str, str]) -> AsyncIterator[AIOKafkaProducer]:
     """A plain producer on this module's stack (the shared fixture's is another stack)."""
-    client = AIOKafkaProducer(bootstrap_servers=obs_env["HERALD_KAFKA_BOOTSTRAP"], acks="all")
-    await client.start()
-    yield client
-    await client.stop()
+    async with kafka_producer(obs_env["HERALD_KAFKA_BOOTSTRAP"]) as client:
+        yield client
 
 
 def scrape(worker: Worker) -> str:
