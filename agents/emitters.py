@@ -103,7 +103,8 @@ async def handle_each(herald: Herald, stream: StreamT, handle: Callable[[EventT]
     async for event in stream.events():
         message = event.message
         metrics.event_in(agent)
-        with logs.event_context(agent=agent, notification_id=logs.notification_id_of(event.value),
+        notification_id = logs.Lazy(lambda value=event.value: logs.notification_id_of(value))
+        with logs.event_context(agent=agent, notification_id=notification_id,
                                 topic=message.topic, partition=message.partition,
                                 offset=message.offset):
             try:

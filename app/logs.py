@@ -15,7 +15,7 @@ import json
 import logging
 from contextvars import ContextVar
 from datetime import datetime, timezone
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 FORMATS = ("json", "text")
 #: The fields a log line may carry from the event context.
@@ -24,6 +24,28 @@ CONTEXT_FIELDS = ("agent", "notification_id", "topic", "partition", "offset")
 MAX_ID_LENGTH = 100
 
 _context: ContextVar[Mapping[str, Any]] = ContextVar("herald_log_context", default={})
+
+
+class Lazy:
+    """A context field worked out only when a log line needs it, then kept.
+
+    Reading an event's notification id may mean parsing its raw JSON: not
+    something to do for every event of a hot path when most log nothing.
+    """
+
+    def __init__(self, compute: Callable[[], Any]) -> None:
+        self._compute: Callable[[], Any] | None = compute
+        self._value: Any = None
+
+    def get(self) -> Any:
+        """The value, computed on the first call."""
+        if self._compute is not None:
+            self._value, self._compute = self._compute(), None
+        return self._value
+
+
+def _resolved(value: Any) -> Any:
+    return value.get() if isinstance(value, Lazy) else value
 
 
 @contextlib.contextmanager
@@ -39,7 +61,7 @@ def event_context(**fields: Any) -> Iterator[None]:
 
 def current(field: str) -> Any:
     """A field of the current event context, or ``None`` outside one."""
-    return _context.get().get(field)
+    return _resolved(_context.get().get(field))
 
 
 def notification_id_of(value: Any) -> str | None:
@@ -65,7 +87,8 @@ class ContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         for name, value in _context.get().items():
-            setattr(record, name, value)
+            if (value := _resolved(value)) is not None:
+                setattr(record, name, value)
         return True
 
 
