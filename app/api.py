@@ -23,13 +23,13 @@ from faust.web.exceptions import ServiceUnavailable
 
 from agents.emitters import emit_status
 from app import inbox
-from app.auth import AuthConfig, AuthError, Principal, authorize
+from app.auth import AuthError, Principal, authorize
 from app.context import Herald
 from app.errors import InvalidEvent
 from app.openapi import ROUTES, build_document
 from rules.ingest import IngestLimiter, retry_after_header
 from schemas.parsing import (
-    MAX_ID_LENGTH,
+    check_id,
     check_text,
     decode_object,
     parse_notification,
@@ -96,9 +96,7 @@ def path_params(params: dict[str, str]) -> dict[str, str]:
     must be a 400 naming the parameter, not a failed query.
     """
     for name, value in params.items():
-        if not value or len(value) > MAX_ID_LENGTH:
-            raise InvalidEvent(f"{name}: must be 1 to {MAX_ID_LENGTH} characters")
-        check_text(name, value, identifier=True)
+        check_id(name, value)
     return params
 
 
@@ -174,8 +172,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 def register(herald: Herald) -> None:
     """Declare the REST views on the app."""
     app, settings = herald.app, herald.settings
-    config = AuthConfig(settings.api_keys, settings.jwt_secret, settings.jwt_public_key,
-                        settings.jwt_audience)
+    config = settings.auth
     limit = settings.max_body_bytes
     limiter = IngestLimiter(settings.ingest_rates) if settings.ingest_rates else None
     document = build_document()

@@ -48,7 +48,7 @@ from app.context import Herald
 from providers.gateway import FRAMES_TOPIC
 from rules.resume import Frame, missed, moment
 from app.errors import InvalidEvent
-from schemas.parsing import MAX_ID_LENGTH, check_text, now_iso
+from schemas.parsing import check_id, now_iso
 
 logger = logging.getLogger("herald.gateway")
 
@@ -162,10 +162,8 @@ def identifier(name: str, value: str | None) -> str | None:
     """``value`` if it can be an id (or is absent); ``ValueError`` naming ``name`` if not."""
     if value is None:
         return None
-    if not value or len(value) > MAX_ID_LENGTH:
-        raise ValueError(f"{name}: must be 1 to {MAX_ID_LENGTH} characters")
     try:
-        return check_text(name, value, identifier=True)
+        return check_id(name, value)
     except InvalidEvent as exc:
         raise ValueError(str(exc)) from None
 
@@ -235,8 +233,7 @@ class Gateway(Service):
         self.hub = Hub()
         #: Open WebSockets (plain and GraphQL), closed when the worker stops.
         self.sockets: set[web.WebSocketResponse] = set()
-        self.auth = AuthConfig(herald.settings.api_keys, herald.settings.jwt_secret,
-                               herald.settings.jwt_public_key, herald.settings.jwt_audience)
+        self.auth = herald.settings.auth
 
     async def on_start(self) -> None:
         self.add_future(self._read_frames())

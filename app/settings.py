@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
-from app.auth import ApiKey, parse_api_keys, parse_jwt_public_key, parse_jwt_secret
+from app.auth import ApiKey, AuthConfig, parse_api_keys, parse_jwt_public_key, parse_jwt_secret
 from providers.channel import DEFAULT_CHANNELS, parse_channels, parse_rate_caps
 from rules.digest import parse_digest_categories
 from rules.ingest import IngestRates, parse_ingest_rates
@@ -203,6 +204,11 @@ class Settings:
             ingest_rates=_read(env, "INGEST_RATE", parse_ingest_rates)
             if env.get(PREFIX + "INGEST_RATE") else None,
         )
+
+    @cached_property
+    def auth(self) -> AuthConfig:
+        """The credentials the API, the gateway and the table views accept."""
+        return AuthConfig(self.api_keys, self.jwt_secret, self.jwt_public_key, self.jwt_audience)
 
     @property
     def tables_need_admin(self) -> bool:

@@ -12,7 +12,7 @@ from faust.types import TableT
 from faust.web import Request, Response, View
 
 from app import metrics
-from app.auth import AuthConfig, AuthError, authorize
+from app.auth import AuthError, authorize
 from app.context import Herald
 
 
@@ -82,10 +82,8 @@ def _refused(herald: Herald, view: View, request: Request) -> Response | None:
     settings = herald.settings
     if not settings.tables_need_admin:
         return None
-    config = AuthConfig(settings.api_keys, settings.jwt_secret, settings.jwt_public_key,
-                        settings.jwt_audience)
     try:
-        authorize(config, request.headers, scope="admin")
+        authorize(settings.auth, request.headers, scope="admin")
     except AuthError as exc:
         return view.json({"error": f"{exc.message} (table views need an admin API key; "
                                    "HERALD_TABLES_AUTH)"}, status=exc.status)

@@ -104,6 +104,13 @@ def check_text(name: str, value: str, *, identifier: bool) -> str:
     return value
 
 
+def check_id(name: str, value: str) -> str:
+    """``value`` if it can be an id (1 to MAX_ID_LENGTH storable characters); else InvalidEvent."""
+    if not value or len(value) > MAX_ID_LENGTH:
+        raise InvalidEvent(f"{name}: must be 1 to {MAX_ID_LENGTH} characters")
+    return check_text(name, value, identifier=True)
+
+
 def _text(obj: Mapping[str, Any], name: str, *, required: bool = False,
           max_length: int = MAX_ID_LENGTH) -> str | None:
     value = obj.get(name)
