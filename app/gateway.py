@@ -284,9 +284,10 @@ class Gateway(Service):
     def _publish(self, raw: bytes | None, now: float) -> None:
         try:
             frame = json.loads(raw or b"")
-            frame["id"], frame["user_id"], frame["created_at"]  # noqa: B018 - required keys
-        except (ValueError, TypeError, KeyError) as exc:
-            logger.warning("skipping a malformed gateway frame: %r", exc)
+        except ValueError as exc:
+            frame = {"error": repr(exc)}
+        if not isinstance(frame, dict) or not {"id", "user_id", "created_at"} <= frame.keys():
+            logger.warning("skipping a malformed gateway frame")
             return
         self.hub.publish(frame, now)
 

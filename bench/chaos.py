@@ -50,6 +50,8 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qs, urlsplit
 
+from testing.polling import eventually
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
 CHANNELS = ("push", "email", "sms", "inapp")
@@ -434,18 +436,6 @@ class PoolProcess:
         return self.process.returncode
 
 
-async def poll(check: Callable[[], Awaitable[Any]], *, timeout: float, what: str,
-               interval: float = 0.5) -> Any:
-    """Call ``check`` until it returns something truthy; raise after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(interval)
-
 
 async def group_lag(bootstrap: str, group: str, per_partition_allowance: int = 0) -> int | None:
     """Records the consumer group has not committed yet (``None`` if Kafka does not answer)."""
@@ -590,10 +580,10 @@ class Chaos:
             await produce(bootstrap, "user-updates", users, window=0)
             pool = PoolProcess(env, c.directory / "pool.log", base)
             pool.start()
-            await poll(self._ready(pool), timeout=300, interval=1, what="both workers ready")
+            await eventually(self._ready(pool), timeout=300, interval=1, what="both workers ready")
             allowance = 1 if c.guarantee == "exactly_once" else 0
-            await poll(lambda: self._no_lag(bootstrap, allowance), timeout=300, interval=1,
-                       what="users loaded")
+            await eventually(lambda: self._no_lag(bootstrap, allowance), timeout=300, interval=1,
+                             what="users loaded")
             echo(f"chaos: pool ready ({pool.workers()}), {c.scale.users} users loaded")
             notifications = make_notifications(c.scale.notifications, c.scale.users, self.rng)
             report = await self._traffic(pool, fakes, stack, notifications, allowance)
@@ -639,8 +629,8 @@ class Chaos:
         pairs = sum(len(n["channels"]) for n in notifications)
         drained = True
         try:
-            await poll(lambda: self._drained(bootstrap, database_url, pairs, allowance),
-                       timeout=c.scale.drain_deadline, interval=2, what="drained")
+            await eventually(lambda: self._drained(bootstrap, database_url, pairs, allowance),
+                             timeout=c.scale.drain_deadline, interval=2, what="drained")
         except TimeoutError as exc:
             self.echo(f"chaos: {exc}")
             drained = False
@@ -690,8 +680,8 @@ class Chaos:
         if fault.kind == "worker_sigkill":
             assert fault.target is not None
             # A worker still starting up after the previous kill is not yet delivering.
-            await poll(lambda: asyncio.to_thread(pool.ready, fault.target), timeout=120,
-                       interval=0.5, what=f"worker {fault.target} ready before its kill")
+            await eventually(lambda: asyncio.to_thread(pool.ready, fault.target), timeout=120,
+                             interval=0.5, what=f"worker {fault.target} ready before its kill")
             pid = pool.workers()[fault.target]
             os.kill(pid, signal.SIGKILL)
             return f"worker {fault.target} (pid {pid})"

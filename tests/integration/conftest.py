@@ -20,7 +20,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import asyncpg
 import pytest
@@ -29,13 +29,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from testing.fakes.apns import DEFAULT_KEY_ID as APNS_KEY_ID
 from testing.fakes.apns import DEFAULT_TEAM_ID as APNS_TEAM_ID
 from testing.fakes.apns import DEFAULT_TOPIC as APNS_TOPIC
+from testing.polling import eventually  # noqa: F401 - the tests import it from here
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_DIR = Path(os.environ.get("HERALD_TEST_STACK_DIR", str(ROOT / ".local" / "test-stack")))
 KAFKA_PORT = int(os.environ.get("HERALD_TEST_KAFKA_PORT", "19092"))
 PG_PORT = int(os.environ.get("HERALD_TEST_PG_PORT", "15432"))
 
-T = TypeVar("T")
 
 
 def herald_command(*args: str) -> list[str]:
@@ -46,19 +46,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 60.0,
-                     interval: float = 0.2, what: str = "condition") -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 class Worker:
