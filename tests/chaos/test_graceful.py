@@ -154,9 +154,15 @@ async def test_rolling_restart_of_a_two_worker_pool_sends_nothing_twice(
                 await asyncio.sleep(0.3)
         producing = asyncio.create_task(traffic())
 
-        # When each worker in turn gets SIGTERM and the pool brings it back
+        def provider_calls() -> int:
+            return fake.sendgrid.script.requests + fake.twilio.script.requests
+
+        # When each worker in turn gets SIGTERM, with deliveries under way, and the
+        # pool brings it back
         for index in (0, 1):
-            await asyncio.sleep(5)
+            seen = provider_calls()
+            await eventually(lambda seen=seen: asyncio.sleep(0, provider_calls() >= seen + 5),
+                             timeout=120, what="deliveries under way before the restart")
             old = pool.workers()[index]
             os.kill(old, signal.SIGTERM)
 
