@@ -102,10 +102,16 @@ def herald_drain(env: dict[str, str], workdir: Path, users: list[User], batch: B
 
 
 def _profiler(pid: int, output: Path) -> subprocess.Popen[bytes]:
-    """py-spy sampling ``pid`` until it exits, as collapsed stacks."""
+    """py-spy sampling ``pid`` until it exits, as collapsed stacks.
+
+    Only the thread holding the GIL is sampled (``--gil``): the profile shows
+    where the worker's Python CPU goes, not threads waiting in I/O. Blocking
+    sampling (the default) reads consistent stacks; ``--nonblocking`` gave
+    torn ones under load.
+    """
     spy = Path(sys.executable).with_name("py-spy")
-    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--rate", "100",
-                             "--format", "raw", "--output", str(output), "--nonblocking"],
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--rate", "100", "--gil",
+                             "--format", "raw", "--output", str(output)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -42,6 +42,9 @@ from schemas.records import (
 MAX_ID_LENGTH = 200
 MAX_TEXT_LENGTH = 64 * 1024
 MAX_DATA_DEPTH = 32
+#: Integers in ``data`` must fit 64 bits: records are serialised with orjson,
+#: which refuses larger ones (and JSON parsers in most languages lose them).
+INT_RANGE = (-(2**63), 2**64)
 #: A record larger than this is refused before decoding: re-serialized with
 #: more fields on its way (lanes, deliveries, status events) it could pass
 #: Kafka's 1 MiB message limit and fail a produce.
@@ -198,6 +201,9 @@ def _check_json(where: str, value: Any, depth: int) -> None:
         raise InvalidEvent(f"{where}: nested deeper than {MAX_DATA_DEPTH} levels")
     if isinstance(value, str):
         check_text(where, value, identifier=False)
+    elif isinstance(value, int) and not INT_RANGE[0] <= value < INT_RANGE[1]:
+        raise InvalidEvent(f"{where}: integer of {len(str(abs(value)))} digits is outside the "
+                           "64-bit range records are serialised with (send it as a string)")
     elif isinstance(value, dict):
         for key, item in value.items():
             check_text(f"{where}: key {key!r}", key, identifier=False)
