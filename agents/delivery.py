@@ -22,11 +22,11 @@ import asyncio
 import json
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from faust.types import EventT, StreamT
 
-from agents.emitters import dead_letter, emit_status, handle_each
+from agents.emitters import dead_letter, emit_status, guarded, handle_batches, handle_each
 from app import metrics
 from app.context import Herald
 from app.errors import DeliveryError, TokenUnregistered
@@ -47,11 +47,18 @@ def register(herald: Herald) -> None:
         _retry_agent(herald, f"retry-{channel}-{stage}", topic)
 
 
+#: Up to ``HERALD_DELIVERY_BATCH`` deliveries are taken at once: their intents
+#: share one producer flush and their provider calls run concurrently. A lone
+#: delivery waits at most this window for company.
+BATCH_WITHIN_SECONDS = 0.005
+
+
 def _deliver_agent(herald: Herald, name: str, topic: object, sender: ChannelSender) -> None:
     @herald.app.agent(topic, name=name)
     async def deliver(stream: StreamT) -> None:
-        await handle_each(herald, stream, lambda event: deliver_one(herald, sender, event),
-                          "delivery error")
+        await handle_batches(herald, stream,
+                             lambda agent, events: deliver_batch(herald, sender, agent, events),
+                             size=herald.settings.delivery_batch, within=BATCH_WITHIN_SECONDS)
 
 
 def _retry_agent(herald: Herald, name: str, topic: object) -> None:
@@ -61,29 +68,69 @@ def _retry_agent(herald: Herald, name: str, topic: object) -> None:
                           "retry error")
 
 
-async def deliver_one(herald: Herald, sender: ChannelSender, event: EventT) -> None:
-    """Send one delivery, at most once per success, and record what happened."""
+async def deliver_batch(herald: Herald, sender: ChannelSender, agent: str,
+                        events: Sequence[EventT]) -> None:
+    """Send a batch of deliveries, each at most once per success, and record what happened.
+
+    Every intent of the batch is written first and made durable with one
+    producer flush; then the provider calls run concurrently, started in the
+    batch's order. A (notification, channel) pair seen twice in one batch
+    (a redelivery) waits for the next round, so it finds the first one's
+    outcome in ``sends``.
+    """
+    while events:
+        claimed: set[str] = set()
+        ready, later = [], []
+        for event in events:
+            key = _send_key(event.value)
+            (later if key in claimed else ready).append(event)
+            claimed.add(key)
+        intents = [await guarded(herald, agent, event,
+                                 lambda e: _intent(herald, e), "delivery error")
+                   for event in ready]
+        sending = [(event, key) for event, key in zip(ready, intents) if key]
+        if sending:
+            # The intents must be in Kafka before a provider hears of them.
+            await herald.app.producer.flush()
+            await asyncio.gather(*(
+                guarded(herald, agent, event,
+                        lambda e, key=key: _send(herald, sender, e, key), "delivery error")
+                for event, key in sending))
+        events = later
+
+
+def _send_key(d: Delivery) -> str:
+    return compose(d.user_id, d.notification_id, d.channel)
+
+
+async def _intent(herald: Herald, event: EventT) -> str | None:
+    """Write the intent to send ``event``'s delivery; ``None`` if it must not be sent."""
     d: Delivery = event.value
-    key = compose(d.user_id, d.notification_id, d.channel)
+    key = _send_key(d)
     sends = herald.tables.sends
     previous = sends.get(key)
     if previous and previous["state"] == "sent":
         await _status(herald, d, "SENT", provider_message_id=previous.get("message_id"))
-        return
+        return None
     if previous and previous["attempt"] >= d.attempt and previous["state"] != "failed":
         if previous["state"] == "sending":
             await _outcome_unknown(herald, event, d, key)
-        return
+        return None
     sends[key] = {"state": "sending", "attempt": d.attempt, "at": time.time()}
-    # The intent must be in Kafka before the provider hears of the delivery.
-    await herald.app.producer.flush()
+    return key
+
+
+async def _send(herald: Herald, sender: ChannelSender, event: EventT, key: str) -> None:
+    """Call the providers for an intent already durable, and record the outcome."""
+    d: Delivery = event.value
     try:
         receipt = await sender.send(d)
     except DeliveryError as exc:
         await _failed(herald, event, d, key, exc)
         return
-    sends[key] = {"state": "sent", "attempt": d.attempt, "message_id": receipt.message_id,
-                  "provider": receipt.provider, "at": time.time()}
+    herald.tables.sends[key] = {"state": "sent", "attempt": d.attempt,
+                                "message_id": receipt.message_id, "provider": receipt.provider,
+                                "at": time.time()}
     # A notification held on purpose (quiet hours, send-at, a fallback) is
     # left out of the latency, which would otherwise measure the hold.
     held = bool((d.notification or {}).get("released"))

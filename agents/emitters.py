@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any, Awaitable, Callable, Mapping
+import weakref
+from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence
 
+from faust import streams as faust_streams
 from faust.types import EventT, Message, StreamT
 
 from app import logs, metrics
@@ -101,17 +104,53 @@ async def handle_each(herald: Herald, stream: StreamT, handle: Callable[[EventT]
     """
     agent = agent_name(stream)
     async for event in stream.events():
-        message = event.message
         metrics.event_in(agent)
-        notification_id = logs.Lazy(lambda value=event.value: logs.notification_id_of(value))
-        with logs.event_context(agent=agent, notification_id=notification_id,
-                                topic=message.topic, partition=message.partition,
-                                offset=message.offset):
-            try:
-                await handle(event)
-            except Exception as exc:  # noqa: BLE001 - an escaped exception is a lost message
-                metrics.agent_failed(agent)
-                logger.exception("%s on %s", failure_reason, message.tp)
-                await dead_letter(herald, message, failure_reason, error=repr(exc))
-            else:
-                logger.debug("handled")
+        await guarded(herald, agent, event, handle, failure_reason)
+
+
+async def handle_batches(herald: Herald, stream: StreamT,
+                         handle: Callable[[str, Sequence[EventT]], Awaitable[None]], *,
+                         size: int, within: float) -> None:
+    """Hand ``handle`` up to ``size`` events at a time (waiting at most ``within`` seconds).
+
+    The events are acked once ``handle`` returned, so a crash redelivers the
+    whole batch. ``handle`` runs each event's work through :func:`guarded`,
+    which keeps one event's failure from touching the others.
+    """
+    agent = agent_name(stream)
+    async for events in stream.take_events(size, within=within):
+        metrics.event_in(agent, len(events))
+        await handle(agent, events)
+
+
+@contextlib.contextmanager
+def faust_event(event: EventT) -> Iterator[None]:
+    """Within the block, ``event`` is Faust's current event.
+
+    A table write goes to the changelog partition of the current event, which
+    Faust sets while a stream hands out one event at a time. The events of a
+    batch (``take_events``) are handled after the stream has moved on, so each
+    event's work sets it again (Faust has no public setter for it).
+    """
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
+
+
+async def guarded(herald: Herald, agent: str, event: EventT,
+                  handle: Callable[[EventT], Awaitable[Any]], failure_reason: str) -> Any:
+    """``await handle(event)`` in the event's log context; if it raises, dead-letter the event."""
+    message = event.message
+    notification_id = logs.Lazy(lambda value=event.value: logs.notification_id_of(value))
+    with logs.event_context(agent=agent, notification_id=notification_id,
+                            topic=message.topic, partition=message.partition,
+                            offset=message.offset), faust_event(event):
+        try:
+            return await handle(event)
+        except Exception as exc:  # noqa: BLE001 - an escaped exception is a lost message
+            metrics.agent_failed(agent)
+            logger.exception("%s on %s", failure_reason, message.tp)
+            await dead_letter(herald, message, failure_reason, error=repr(exc))
+            return None

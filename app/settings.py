@@ -64,22 +64,12 @@ _positive_float = _at_least(float, 1e-9, "must be a positive number")
 _non_negative_float = _at_least(float, 0, "must be zero or more")
 
 
-def _store(raw: str) -> str:
-    if raw not in STORES:
-        raise ValueError(f"must be one of {', '.join(STORES)}")
-    return raw
-
-
-def _tables_auth(raw: str) -> str:
-    if raw not in ("auto", "admin", "open"):
-        raise ValueError("must be auto, admin or open")
-    return raw
-
-
-def _guarantee(raw: str) -> str:
-    if raw not in GUARANTEES:
-        raise ValueError(f"must be one of {', '.join(GUARANTEES)}")
-    return raw
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return raw
+    return parse
 
 
 def _advertised(bind: str | None) -> str:
@@ -130,6 +120,8 @@ class Settings:
     rate_limits: Mapping[str, Any] = field(default_factory=dict)
     digest_categories: Mapping[str, float] = field(default_factory=dict)
     tick_seconds: float = 1.0
+    #: Deliveries a delivery agent takes at once (one flush, concurrent provider calls).
+    delivery_batch: int = 200
     channels: Mapping[str, Any] = field(default_factory=lambda: parse_channels(DEFAULT_CHANNELS))
     provider_caps: Mapping[str, Any] = field(default_factory=dict)
     retry_delays: tuple[float, ...] = DEFAULT_DELAYS
@@ -172,8 +164,9 @@ class Settings:
             # membership, so a restart does not trigger a rebalance storm.
             node_id=env.get(PREFIX + "NODE_ID") or None,
             data_dir=_read(env, "DATA_DIR", Path, ".local/data/worker"),
-            store=_read(env, "STORE", _store, "rocksdb"),
-            processing_guarantee=_read(env, "PROCESSING_GUARANTEE", _guarantee, "at_least_once"),
+            store=_read(env, "STORE", _one_of(*STORES), "rocksdb"),
+            processing_guarantee=_read(env, "PROCESSING_GUARANTEE", _one_of(*GUARANTEES),
+                                       "at_least_once"),
             dedup_window_seconds=_read(env, "DEDUP_WINDOW_SECONDS", _positive_float, "86400"),
             profile_grace_seconds=_read(env, "PROFILE_GRACE_SECONDS", _non_negative_float, "2"),
             templates_dir=_read(env, "TEMPLATES_DIR", Path, "templates"),
@@ -182,6 +175,7 @@ class Settings:
             rate_limits=_read(env, "RATE_LIMITS", parse_rate_policies, "default=100/minute:defer"),
             digest_categories=_optional(env, "DIGEST_CATEGORIES", parse_digest_categories),
             tick_seconds=_read(env, "TICK_SECONDS", _positive_float, "1"),
+            delivery_batch=_read(env, "DELIVERY_BATCH", _positive_int, "200"),
             channels=_read(env, "CHANNELS", parse_channels, DEFAULT_CHANNELS),
             provider_caps=_optional(env, "PROVIDER_RATES", parse_rate_caps),
             retry_delays=_read(env, "RETRY_DELAYS", parse_delays, "5,30,300"),
@@ -197,7 +191,7 @@ class Settings:
             if env.get(PREFIX + "JWT_PUBLIC_KEY") else None,
             jwt_audience=env.get(PREFIX + "JWT_AUDIENCE") or None,
             max_body_bytes=_read(env, "MAX_BODY_BYTES", _positive_int, "65536"),
-            tables_auth=_read(env, "TABLES_AUTH", _tables_auth, "auto"),
+            tables_auth=_read(env, "TABLES_AUTH", _one_of("auto", "admin", "open"), "auto"),
             ws_heartbeat_seconds=_read(env, "WS_HEARTBEAT_SECONDS", _positive_float, "20"),
             presence_interval_seconds=_read(env, "PRESENCE_INTERVAL_SECONDS", _positive_float,
                                             "30"),

@@ -39,6 +39,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--recovery-users", type=int, default=1_000_000)
     parser.add_argument("--scaling-workers", default="1,2,4")
     parser.add_argument("--scaling-notifications", type=int, default=50_000)
+    parser.add_argument("--no-references", action="store_true",
+                        help="Throughput of herald alone, without the three references.")
     parser.add_argument("--profile", action="store_true",
                         help="Sample the worker with py-spy during the throughput drain.")
     parser.add_argument("--dir", default=str(ROOT / ".local" / "bench-stack"),
@@ -117,7 +119,8 @@ def _run_part(part: str, args: argparse.Namespace, stack: Stack, workdir: Path, 
 
         batch = workload.make_batch(run_id, scaled(args.notifications, scale, 10), users)
         profile = workdir / "profile.raw" if args.profile else None
-        result = throughput.run(stack, workdir, users, batch, run_id, echo, profile=profile)
+        result = throughput.run(stack, workdir, users, batch, run_id, echo, profile=profile,
+                                references=not args.no_references)
         if profile and profile.exists():
             from bench.profiling import top_frames
 
