@@ -151,8 +151,8 @@ def run(stack: Stack, workdir: Path, users: list[User], rates: list[int], second
             measured = asyncio.run(_herald_rate(bootstrap, run_id, rate, seconds, offline, online,
                                                 worker.web_port, secret))
             window = (measured["from"], measured["until"])
-            calls = _drained(latencies, window, measured["expected"], worker,
-                             limit=max(180.0, 4 * seconds))
+            limit = max(180.0, 4 * seconds)
+            calls = _drained(latencies, window, measured["expected"], worker, limit=limit)
             entry = {"rate": rate, "seconds": seconds, "produced": measured["produced"],
                      "deliveries": measured["expected"], "provider_calls": len(calls),
                      "provider_call": percentiles(calls),
@@ -161,7 +161,7 @@ def run(stack: Stack, workdir: Path, users: list[User], rates: list[int], second
             runs.append(entry)
             if len(calls) < measured["expected"]:
                 entry["not_sustained"] = (f"{len(calls):,} of {measured['expected']:,} "
-                                          f"deliveries made within {max(30.0, 2 * seconds):.0f}s "
+                                          f"deliveries made within {limit:.0f}s "
                                           f"after the window: herald fell behind this rate")
                 echo(f"  {entry['not_sustained']}; higher rates skipped")
                 break

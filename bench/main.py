@@ -32,7 +32,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help=f"Comma-separated parts to run (default all: {','.join(PARTS)}).")
     parser.add_argument("--notifications", type=int, default=200_000)
     parser.add_argument("--users", type=int, default=20_000)
-    parser.add_argument("--rates", default="1000,5000", help="Latency rates per second.")
+    parser.add_argument("--rates", default="200,1000,5000",
+                        help="Latency rates per second, in rising order (a rate herald cannot "
+                             "sustain ends the series).")
     parser.add_argument("--seconds", type=float, default=60.0, help="Latency run length.")
     parser.add_argument("--sessions", type=int, default=20_000)
     parser.add_argument("--online-users", type=int, default=1_000)
