@@ -54,10 +54,12 @@ class Provider:
     async def send(self, delivery: Delivery) -> Receipt:
         """Deliver ``delivery`` or raise a :class:`~app.errors.DeliveryError`."""
         try:
-            return await asyncio.wait_for(self._send(delivery), self.timeout)
+            # asyncio.timeout, not wait_for: no task of its own per call.
+            async with asyncio.timeout(self.timeout):
+                return await self._send(delivery)
         except DeliveryError as exc:
             raise masked(exc, delivery)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise TransientDeliveryError(f"{self.name}: no answer within {self.timeout}s") from exc
         except Exception as exc:  # noqa: BLE001 - unknown failures are retried, not lost
             raise masked(TransientDeliveryError(f"{self.name}: {type(exc).__name__}: {exc}"),

@@ -84,7 +84,7 @@ class SendGridProvider(Provider):
         return Receipt(provider=self.name, message_id=response.headers.get("X-Message-Id", ""))
 
     def _post(self, payload: dict[str, Any]) -> Any:
-        # The socket timeout ends the thread too: asyncio.wait_for in
+        # The socket timeout ends the thread too: the timeout in
         # Provider.send can abandon the await, not the thread.
         return self._client.client.mail.send.post(request_body=payload, timeout=self.timeout)
 

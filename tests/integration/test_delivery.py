@@ -144,6 +144,31 @@ async def test_sigkill_between_send_and_commit_sends_exactly_once(
     assert len(sent_for(fakes["sendgrid"], nid)) == 1
 
 
+async def test_a_delivery_redelivered_in_the_same_batch_is_sent_once(
+        worker, fakes, producer, db, unique):
+    # Given one delivery record written twice in one produce request, as a
+    # redelivery after a crash lands: both reach the agent in one batch
+    user, nid = f"u-{unique}", f"n-{unique}"
+    delivery = {"notification_id": nid, "user_id": user, "channel": "email",
+                "address": f"{user}@example.org", "title": "Twice", "body": "in one batch",
+                "category": "general", "priority": "normal",
+                "created_at": "2026-01-01T00:00:00+00:00", "lane": "bulk"}
+    for _ in range(2):
+        await producer.send("deliveries.email", key=user.encode(),
+                            value=json.dumps(delivery).encode())
+    await producer.flush()
+
+    # Then SendGrid hears of it once, and both copies end SENT (the second
+    # finds the first one's outcome; it is not taken for an interrupted send)
+    async def both_handled():
+        rows = await db.fetch("SELECT status FROM delivery_events"
+                              " WHERE notification_id = $1 AND channel = 'email'", nid)
+        return rows if len(rows) >= 2 else None
+    rows = await eventually(both_handled, what="both copies handled")
+    assert [r["status"] for r in rows] == ["SENT", "SENT"]
+    assert len(sent_for(fakes["sendgrid"], nid)) == 1
+
+
 async def test_twilio_status_callback_marks_the_sms_delivered(worker, fakes, producer, db, unique):
     from twilio.request_validator import RequestValidator
 
