@@ -79,8 +79,12 @@ class Clients:
 
 
 async def connect(web_port: int, secret: str, user_ids: list[str],
-                  concurrency: int = 200) -> Clients:
-    """One authenticated session per user id, ``concurrency`` handshakes at a time."""
+                  concurrency: int = 200, errors: list[BaseException] | None = None) -> Clients:
+    """One authenticated session per user id, ``concurrency`` handshakes at a time.
+
+    With ``errors`` given, a session that cannot be opened (out of file
+    descriptors, say) is noted there and the others are kept.
+    """
     connector = aiohttp.TCPConnector(limit=0)
     clients = Clients(aiohttp.ClientSession(connector=connector))
     gate = asyncio.Semaphore(concurrency)
@@ -90,5 +94,8 @@ async def connect(web_port: int, secret: str, user_ids: list[str],
             await clients.open(f"ws://127.0.0.1:{web_port}/v1/ws?access_token="
                                f"{token(secret, user_id)}")
 
-    await asyncio.gather(*(one(u) for u in user_ids))
+    outcomes = await asyncio.gather(*(one(u) for u in user_ids),
+                                    return_exceptions=errors is not None)
+    if errors is not None:
+        errors.extend(o for o in outcomes if isinstance(o, BaseException))
     return clients

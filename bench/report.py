@@ -101,10 +101,16 @@ def markdown(results: dict[str, Any]) -> str:
                          _latency(run.get("aiokafka")), ""))
     s = parts.get("sockets")
     if s:
+        notes = ["target ≤ 50 KiB per session"]
+        if s.get("capped"):
+            notes.append(s["capped"])
+        if s.get("failed_sessions"):
+            notes.append(f"{_n(s['failed_sessions'])} of {_n(s['wanted_sessions'])} could not be "
+                         f"opened ({s['first_failure']})")
         rows.append(("sockets", _skipped(s) or
                      f"{_n(s['sessions'])} sessions, {_n(s.get('rss_kib_per_session'), 1)} KiB "
                      f"per session, 1 notification to each of {_n(s['online_users'])} users in "
-                     f"{_n(s.get('fanout_seconds'), 2)} s", "target ≤ 50 KiB per session"))
+                     f"{_n(s.get('fanout_seconds'), 2)} s", "; ".join(notes)))
     rec = parts.get("recovery")
     if rec:
         why = _skipped(rec)

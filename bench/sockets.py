@@ -18,6 +18,9 @@ from bench.workload import make_users, now_iso
 
 Echo = Callable[[str], None]
 SECRET = "bench-jwt-secret-that-is-at-least-32-bytes-long"
+#: Descriptors a worker (Kafka, RocksDB, PostgreSQL, logs) and the client
+#: process need besides one per session.
+FD_RESERVE = 1000
 
 
 def raise_fd_limit(wanted: int) -> int:
@@ -32,7 +35,8 @@ async def _measure(worker: Worker, user_ids: list[str], online: int,
                    bootstrap: str) -> dict[str, Any]:
     before = rss_kib(worker.pid)
     opened = time.monotonic()
-    clients = await gateway.connect(worker.web_port, SECRET, user_ids)
+    errors: list[BaseException] = []
+    clients = await gateway.connect(worker.web_port, SECRET, user_ids, errors=errors)
     connect_s = time.monotonic() - opened
     try:
         await asyncio.sleep(2)  # let the worker's per-session allocations settle
@@ -55,7 +59,11 @@ async def _measure(worker: Worker, user_ids: list[str], online: int,
         while len(clients.received) < len(targets) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         last = max(clients.received.values(), default=started)
-        return {"sessions": len(clients.sockets), "connect_s": connect_s,
+        return {"sessions": len(clients.sockets), "wanted_sessions": len(user_ids),
+                "failed_sessions": len(errors),
+                "first_failure": f"{type(errors[0]).__name__}: {errors[0]}"[:300] if errors
+                else None,
+                "connect_s": connect_s,
                 "rss_before_kib": before, "rss_after_kib": after,
                 "rss_kib_per_session": (after - before) / max(1, len(clients.sockets)),
                 "online_users": len(targets), "delivered": len(clients.received),
@@ -67,7 +75,11 @@ async def _measure(worker: Worker, user_ids: list[str], online: int,
 def run(stack: Stack, workdir: Path, sessions: int, online: int, echo: Echo) -> dict[str, Any]:
     if not gateway.available():
         return {"skipped": gateway.UNAVAILABLE, "sessions": sessions, "online_users": online}
-    limit = raise_fd_limit(2 * sessions + 1024)
+    limit = raise_fd_limit(sessions + FD_RESERVE)
+    wanted = sessions
+    # The worker holds one descriptor per session, the client one too, each
+    # process under the same limit: beyond it the handshakes just fail.
+    sessions = min(sessions, limit - FD_RESERVE)
     env = stack.fresh()
     env = {**env, "HERALD_JWT_SECRET": SECRET,
            "HERALD_CHANNELS": env["HERALD_CHANNELS"].replace("inapp=noop", "inapp=gateway")}
@@ -76,9 +88,12 @@ def run(stack: Stack, workdir: Path, sessions: int, online: int, echo: Echo) -> 
     try:
         preload(env, worker, users)
         worker.wait_ready()
-        echo(f"sockets: opening {sessions:,} sessions (fd limit {limit:,})")
+        echo(f"sockets: opening {sessions:,} sessions (fd limit {limit:,} per process"
+             f"{f', so not the {wanted:,} asked for' if sessions < wanted else ''})")
         result = asyncio.run(_measure(worker, [u.user_id for u in users], online,
                                       stack.bootstrap))
     finally:
         worker.stop()
-    return {**result, "fd_limit": limit}
+    capped = (f"{wanted:,} asked for; this machine's open-file limit ({limit:,} per process, "
+              f"hard) leaves room for {sessions:,}") if sessions < wanted else None
+    return {**result, "fd_limit": limit, "asked_sessions": wanted, "capped": capped}
