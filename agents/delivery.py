@@ -26,7 +26,8 @@ from typing import Any, Callable, Sequence
 
 from faust.types import EventT, StreamT
 
-from agents.emitters import dead_letter, emit_status, guarded, handle_batches, handle_each
+from agents.emitters import (dead_letter, emit_status, flush_durably, guarded, handle_batches,
+                             handle_each)
 from app import metrics
 from app.context import Herald
 from app.errors import DeliveryError, TokenUnregistered
@@ -91,7 +92,7 @@ async def deliver_batch(herald: Herald, sender: ChannelSender, agent: str,
         sending = [(event, key) for event, key in zip(ready, intents) if key]
         if sending:
             # The intents must be in Kafka before a provider hears of them.
-            await herald.app.producer.flush()
+            await flush_durably(herald)
             await asyncio.gather(*(
                 guarded(herald, agent, event,
                         lambda e, key=key: _send(herald, sender, e, key), "delivery error")

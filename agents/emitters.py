@@ -22,6 +22,19 @@ logger = logging.getLogger("herald.agents")
 MAX_DEAD_PAYLOAD_BYTES = 128 * 1024
 
 
+async def flush_durably(herald: Herald) -> None:
+    """Return once every record produced so far, table writes included, is in Kafka.
+
+    Faust's ``Producer.flush`` stops draining its changelog buffer when no
+    record left it for 0.1 s (a busy worker), then flushes only what reached
+    aiokafka: a table write could still be pending after it returned.
+    """
+    producer = herald.app.producer
+    while producer.buffer.size:
+        await producer.buffer.flush()
+    await producer.flush()
+
+
 def notification_columns(notification: Notification) -> dict[str, Any]:
     """The ``notifications`` row columns a status event carries for the recorder."""
     return {

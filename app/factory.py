@@ -60,6 +60,10 @@ def create_senders(settings: Settings) -> dict[str, ChannelSender]:
     }
 
 
+#: Table writes that may wait in Faust's changelog buffer before streams stall.
+CHANGELOG_BUFFER_MESSAGES = 10_000
+
+
 class Resources(Service):
     """Opens the long-lived clients when the worker starts and closes them when it stops."""
 
@@ -68,6 +72,10 @@ class Resources(Service):
         self.herald = herald
 
     async def on_start(self) -> None:
+        # Faust's changelog buffer holds back every stream once more than 100
+        # table writes wait in it (Conductor → wait_until_ebb), flushing them
+        # one by one: a delivery batch alone writes up to 200 intents.
+        self.herald.app.producer.buffer.max_messages = CHANGELOG_BUFFER_MESSAGES
         try:
             await self.herald.store.start()
         except Exception as exc:  # noqa: BLE001 - the recorder retries until it can write
