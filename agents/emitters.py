@@ -161,9 +161,11 @@ async def guarded(herald: Herald, agent: str, event: EventT,
                             topic=message.topic, partition=message.partition,
                             offset=message.offset), faust_event(event):
         try:
-            return await handle(event)
+            result = await handle(event)
         except Exception as exc:  # noqa: BLE001 - an escaped exception is a lost message
             metrics.agent_failed(agent)
             logger.exception("%s on %s", failure_reason, message.tp)
             await dead_letter(herald, message, failure_reason, error=repr(exc))
             return None
+        logger.debug("handled")
+        return result

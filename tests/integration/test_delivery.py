@@ -10,6 +10,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from tests.integration.conftest import eventually, produce, read_topic
 
@@ -144,8 +145,27 @@ async def test_sigkill_between_send_and_commit_sends_exactly_once(
     assert len(sent_for(fakes["sendgrid"], nid)) == 1
 
 
+async def statuses_on_kafka(bootstrap: str, nid: str, wanted: int,
+                            timeout: float = 60.0) -> list[str]:
+    """The email status events of ``nid`` on ``delivery-events``, once ``wanted`` are there."""
+    consumer = AIOKafkaConsumer("delivery-events", bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    found: list[str] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(found) < wanted and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                events = (json.loads(r.value) for r in records)
+                found += [e["status"] for e in events
+                          if e.get("notification_id") == nid and e.get("channel") == "email"]
+        return found
+    finally:
+        await consumer.stop()
+
+
 async def test_a_delivery_redelivered_in_the_same_batch_is_sent_once(
-        worker, fakes, producer, db, unique):
+        worker, worker_env, fakes, producer, unique):
     # Given one delivery record written twice in one produce request, as a
     # redelivery after a crash lands: both reach the agent in one batch
     user, nid = f"u-{unique}", f"n-{unique}"
@@ -158,14 +178,11 @@ async def test_a_delivery_redelivered_in_the_same_batch_is_sent_once(
                             value=json.dumps(delivery).encode())
     await producer.flush()
 
-    # Then SendGrid hears of it once, and both copies end SENT (the second
-    # finds the first one's outcome; it is not taken for an interrupted send)
-    async def both_handled():
-        rows = await db.fetch("SELECT status FROM delivery_events"
-                              " WHERE notification_id = $1 AND channel = 'email'", nid)
-        return rows if len(rows) >= 2 else None
-    rows = await eventually(both_handled, what="both copies handled")
-    assert [r["status"] for r in rows] == ["SENT", "SENT"]
+    # Then both copies end SENT: the second finds the first one's outcome and
+    # is not taken for an interrupted send (which would be DEAD "outcome unknown")
+    statuses = await statuses_on_kafka(worker_env["HERALD_KAFKA_BOOTSTRAP"], nid, wanted=2)
+    assert statuses == ["SENT", "SENT"]
+    # And SendGrid heard of it once
     assert len(sent_for(fakes["sendgrid"], nid)) == 1
 
 
