@@ -436,7 +436,6 @@ class PoolProcess:
         return self.process.returncode
 
 
-
 async def group_lag(bootstrap: str, group: str, per_partition_allowance: int = 0) -> int | None:
     """Records the consumer group has not committed yet (``None`` if Kafka does not answer)."""
     from aiokafka import AIOKafkaConsumer

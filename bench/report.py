@@ -102,11 +102,13 @@ def markdown(results: dict[str, Any]) -> str:
     s = parts.get("sockets")
     if s:
         notes = ["target ≤ 50 KiB per session"]
-        if s.get("capped"):
-            notes.append(s["capped"])
+        tried = s.get("sessions", 0) + s.get("failed_sessions", 0)
+        if tried < s.get("asked_sessions", tried):
+            notes.append(f"{_n(s['asked_sessions'])} asked for; this machine's open-file limit "
+                         f"({_n(s['fd_limit'])} per process, hard) leaves room for {_n(tried)}")
         if s.get("failed_sessions"):
-            notes.append(f"{_n(s['failed_sessions'])} of {_n(s['wanted_sessions'])} could not be "
-                         f"opened ({s['first_failure']})")
+            notes.append(f"{_n(s['failed_sessions'])} of {_n(tried)} could not be opened "
+                         f"({s['first_failure']})")
         rows.append(("sockets", _skipped(s) or
                      f"{_n(s['sessions'])} sessions, {_n(s.get('rss_kib_per_session'), 1)} KiB "
                      f"per session, 1 notification to each of {_n(s['online_users'])} users in "

@@ -226,18 +226,18 @@ def run(stack: Stack, workdir: Path, users: list[User], batch: Batch, run_id: st
     echo(f"throughput: herald, {len(batch.records):,} notifications, {len(users):,} users")
     result["herald"] = herald_drain(env, workdir, users, batch, profile=profile)
     echo(f"  herald {result['herald']['per_second'] or 0:,.0f}/s")
+    if not references:
+        return result
     for name, measure in (
         ("aiokafka", lambda: aiokafka_loop(stack.bootstrap, batch, run_id)),
         ("faust", lambda: faust_passthrough(stack.bootstrap, workdir, batch, run_id)),
         ("producer_perf", lambda: producer_performance(stack, workdir, batch, run_id)),
-    ) if references else ():
+    ):
         try:
             result[name] = measure()
         except Exception as exc:  # noqa: BLE001 - one failed reference must not lose the run
             result[name] = {"error": f"{type(exc).__name__}: {exc}"}
         echo(f"  {name} {result[name].get('per_second') or 0:,.0f}/s")
-    if not references:
-        return result
     herald_rate = result["herald"]["per_second"]
     result["herald_vs_faust"] = ratio(herald_rate, result["faust"].get("per_second"))
     result["herald_vs_aiokafka"] = ratio(herald_rate, result["aiokafka"].get("per_second"))

@@ -37,7 +37,6 @@ KAFKA_PORT = int(os.environ.get("HERALD_TEST_KAFKA_PORT", "19092"))
 PG_PORT = int(os.environ.get("HERALD_TEST_PG_PORT", "15432"))
 
 
-
 def herald_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "app.cli", *args]
 
@@ -289,21 +288,29 @@ async def produce(producer: AIOKafkaProducer, topic: str, key: str | None, value
                                  partition=partition)
 
 
-async def read_topic(bootstrap: str, topic: str, match: Callable[[dict[str, Any]], bool], *,
-                     timeout: float = 60.0) -> dict[str, Any]:
-    """The first JSON record of ``topic`` (from the beginning) that ``match`` accepts."""
+async def read_matching(bootstrap: str, topic: str, match: Callable[[dict[str, Any]], bool], *,
+                        wanted: int = 1, timeout: float = 60.0) -> list[dict[str, Any]]:
+    """JSON records of ``topic`` (from the beginning) that ``match`` accepts, in order: as
+    soon as ``wanted`` are found, or what was found when ``timeout`` ran out."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 enable_auto_commit=False, group_id=None)
     await consumer.start()
+    found: list[dict[str, Any]] = []
     try:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                for record in records:
-                    value = json.loads(record.value)
-                    if match(value):
-                        return value
-        raise AssertionError(f"no matching record on {topic} within {timeout}s")
+        while len(found) < wanted and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                found += [value for value in (json.loads(r.value) for r in records)
+                          if match(value)]
+        return found
     finally:
         await consumer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, match: Callable[[dict[str, Any]], bool], *,
+                     timeout: float = 60.0) -> dict[str, Any]:
+    """The first JSON record of ``topic`` (from the beginning) that ``match`` accepts."""
+    found = await read_matching(bootstrap, topic, match, timeout=timeout)
+    if not found:
+        raise AssertionError(f"no matching record on {topic} within {timeout}s")
+    return found[0]

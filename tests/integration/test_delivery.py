@@ -10,9 +10,8 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
-from tests.integration.conftest import eventually, produce, read_topic
+from tests.integration.conftest import eventually, produce, read_matching, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -145,25 +144,6 @@ async def test_sigkill_between_send_and_commit_sends_exactly_once(
     assert len(sent_for(fakes["sendgrid"], nid)) == 1
 
 
-async def statuses_on_kafka(bootstrap: str, nid: str, wanted: int,
-                            timeout: float = 60.0) -> list[str]:
-    """The email status events of ``nid`` on ``delivery-events``, once ``wanted`` are there."""
-    consumer = AIOKafkaConsumer("delivery-events", bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    found: list[str] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(found) < wanted and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                events = (json.loads(r.value) for r in records)
-                found += [e["status"] for e in events
-                          if e.get("notification_id") == nid and e.get("channel") == "email"]
-        return found
-    finally:
-        await consumer.stop()
-
-
 async def test_a_delivery_redelivered_in_the_same_batch_is_sent_once(
         worker, worker_env, fakes, producer, unique):
     # Given one delivery record written twice in one produce request, as a
@@ -180,8 +160,10 @@ async def test_a_delivery_redelivered_in_the_same_batch_is_sent_once(
 
     # Then both copies end SENT: the second finds the first one's outcome and
     # is not taken for an interrupted send (which would be DEAD "outcome unknown")
-    statuses = await statuses_on_kafka(worker_env["HERALD_KAFKA_BOOTSTRAP"], nid, wanted=2)
-    assert statuses == ["SENT", "SENT"]
+    events = await read_matching(
+        worker_env["HERALD_KAFKA_BOOTSTRAP"], "delivery-events",
+        lambda e: e.get("notification_id") == nid and e.get("channel") == "email", wanted=2)
+    assert [e["status"] for e in events] == ["SENT", "SENT"]
     # And SendGrid heard of it once
     assert len(sent_for(fakes["sendgrid"], nid)) == 1
 
