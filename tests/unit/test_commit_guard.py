@@ -78,3 +78,33 @@ async def test_no_seek_during_a_rebalance_or_when_the_head_arrives():
     await guard.check()
     await guard.check()
     assert consumer.seeks == []
+
+
+class Committing(FakeConsumer):
+    """A consumer in the middle of a commit: Faust took 2-4 out of acked, committed is still 2."""
+
+    def __init__(self) -> None:
+        super().__init__([2, 3, 4, 5], 2)
+        self._commit_fut = object()
+        install()
+        assert Consumer._new_offset(self, "tp") == 6
+        self._acked["tp"].append(6)
+
+
+async def test_records_being_committed_are_not_taken_for_skipped_ones():
+    consumer = Committing()
+    assert consumer._acked["tp"] == [6]
+    assert blocked_partitions(consumer) == {}
+    guard = CommitGuard(FakeApp(consumer))
+    await guard.check()
+    await guard.check()
+    assert consumer.seeks == []
+
+
+async def test_an_offset_chosen_by_a_commit_that_is_over_no_longer_counts():
+    # The commit failed (committed is still 2); a record after it was skipped
+    consumer = Committing()
+    consumer._commit_fut = None
+    assert blocked_partitions(consumer) == {"tp": 2}
+    consumer._commit_fut = object()  # a later commit is not the one that chose 6
+    assert blocked_partitions(consumer) == {"tp": 2}
