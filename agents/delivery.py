@@ -26,8 +26,8 @@ from typing import Any, Callable, Sequence
 
 from faust.types import EventT, StreamT
 
-from agents.emitters import (dead_letter, emit_status, flush_durably, guarded, handle_batches,
-                             handle_each)
+from agents.emitters import (dead_letter, emit_status, guarded, handle_batches, handle_each,
+                             produce)
 from app import metrics
 from app.context import Herald
 from app.errors import DeliveryError, TokenUnregistered
@@ -92,7 +92,7 @@ async def deliver_batch(herald: Herald, sender: ChannelSender, agent: str,
         sending = [(event, key) for event, key in zip(ready, intents) if key]
         if sending:
             # The intents must be in Kafka before a provider hears of them.
-            await flush_durably(herald)
+            await herald.tables.sends.confirmed()
             await asyncio.gather(*(
                 guarded(herald, agent, event,
                         lambda e, key=key: _send(herald, sender, e, key), "delivery error")
@@ -167,7 +167,7 @@ async def _failed(herald: Herald, event: EventT, d: Delivery, key: str,
         due = datetime.fromtimestamp(time.time() + retry.delay, timezone.utc).isoformat()
         later = Delivery(**{**d.asdict(), "attempt": d.attempt + 1, "not_before": due,
                             "last_error": str(exc)})
-        await herald.topics.retries[d.channel, retry.stage].send(key=d.user_id, value=later)
+        await produce(herald, herald.topics.retries[d.channel, retry.stage], d.user_id, later)
         metrics.delivery_outcome(d.channel, provider_of(exc), "retried")
         await _status(herald, d, "QUEUED", reason=f"retry {retry.stage} in {retry.delay:.1f}s",
                       error=str(exc))
@@ -207,9 +207,9 @@ async def release_retry(herald: Herald, event: EventT) -> None:
     d: Delivery = event.value
     due = datetime.fromisoformat(d.not_before).timestamp() if d.not_before else 0.0
     if not await wait_until(due, interrupted=lambda: bool(herald.app.rebalancing)):
-        await herald.topics.retries[d.channel, d.attempt - 1].send(key=d.user_id, value=d)
+        await produce(herald, herald.topics.retries[d.channel, d.attempt - 1], d.user_id, d)
         return
-    await herald.topics.deliveries[d.channel, d.lane].send(key=d.user_id, value=d)
+    await produce(herald, herald.topics.deliveries[d.channel, d.lane], d.user_id, d)
 
 
 async def wait_until(due: float, interrupted: Callable[[], bool]) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from faust.types import EventT, StreamT
 
-from agents.emitters import dead_letter, handle_each
+from agents.emitters import dead_letter, handle_each, produce
 from app.context import Herald
 from app.errors import InvalidEvent
 from schemas.parsing import parse_notification
@@ -42,6 +42,5 @@ async def admit(herald: Herald, event: EventT) -> None:
         return
     # The original timestamp travels on: the router's profile grace counts
     # from when the producer wrote the record, not from intake.
-    await herald.topics.lanes[notification.lane].send(
-        key=notification.user_id, value=notification, headers=headers,
-        timestamp=message.timestamp)
+    await produce(herald, herald.topics.lanes[notification.lane], notification.user_id,
+                  notification, headers=headers, timestamp=message.timestamp)

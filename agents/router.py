@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 from faust.types import EventT, StreamT
 
-from agents.emitters import dead_letter, emit_status, handle_each
+from agents.emitters import dead_letter, emit_status, handle_each, produce
 from app.context import Herald
 from rules.channels import ChannelDecision, apply_presence, needs_address, resolve_channels
 from rules.digest import add_item, is_digested
@@ -101,7 +101,7 @@ async def route(herald: Herald, event: EventT) -> None:
             fallback=n.fallback, lane=n.lane, notification=n.asdict(),
             push_tokens=contacts.push_tokens if contacts and chosen.channel == "push" else [],
         )
-        await herald.topics.deliveries[chosen.channel, n.lane].send(key=n.user_id, value=delivery)
+        await produce(herald, herald.topics.deliveries[chosen.channel, n.lane], n.user_id, delivery)
         await _status(herald, n, chosen.channel, "QUEUED")
     for skipped in decision.suppressed:
         await _status(herald, n, skipped.channel, "SUPPRESSED", skipped.reason)

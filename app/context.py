@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
 
 import faust
 
@@ -25,3 +26,5 @@ class Herald:
     store: Store
     senders: dict[str, ChannelSender]
     templates: TemplateCatalog
+    #: Consumers outside Faust's group report their lag here (for ``/metrics``).
+    lag_sources: list[Callable[[], Awaitable[dict[Any, int]]]] = field(default_factory=list)

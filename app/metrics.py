@@ -13,6 +13,7 @@ user id or a notification id.
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -146,12 +147,23 @@ def recorder_retried() -> None:
     RECORDER_RETRIES.inc()
 
 
+def produced(topic: str) -> None:
+    """Count one record produced, labelled with the agent handling an event at the time."""
+    _events_out(logs.current("agent") or NO_AGENT, topic).inc()
+
+
+@functools.lru_cache(maxsize=4096)
+def _events_out(agent: str, topic: str) -> Any:
+    # ``labels()`` validates and locks on every call: a measurable cost per record.
+    return EVENTS_OUT.labels(agent=agent, topic=topic)
+
+
 class ProducedRecords(Sensor):
-    """Counts every record produced, labelled with the agent handling an event at the time."""
+    """Counts every record produced through Faust (table writes, Faust's own sends)."""
 
     def on_send_initiated(self, producer: Any, topic: str, message: Any,
                           keysize: int, valsize: int) -> Any:
-        EVENTS_OUT.labels(agent=logs.current("agent") or NO_AGENT, topic=topic).inc()
+        produced(topic)
         return None
 
 
@@ -192,14 +204,18 @@ async def sample(herald: "Herald") -> None:
         committed = getattr(app.consumer, "_committed_offset", {})
         # Never committed: everything from the log's start would be read again.
         starts = await app.consumer.earliest_offsets(*tps) if tps else {}
-        CONSUMER_LAG.clear()
+        lags = {}
         for tp in tps:
             done = committed.get(tp)
             if done is None:
                 done = starts.get(tp)
             if ends.get(tp) is not None and done is not None:
-                CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                    max(0, ends[tp] - done))
+                lags[tp] = max(0, ends[tp] - done)
+        for source in herald.lag_sources:
+            lags.update(await source())
+        CONSUMER_LAG.clear()
+        for tp, lag in lags.items():
+            CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
     except Exception as exc:  # noqa: BLE001 - a scrape must not fail on a rebalance
         logger.debug("consumer lag not sampled: %r", exc)
 

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qs, urlsplit
 
+from agents.recorder import group_id as recorder_group
 from testing.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -609,7 +610,11 @@ class Chaos:
         return check
 
     async def _no_lag(self, bootstrap: str, allowance: int) -> bool:
-        return await group_lag(bootstrap, "herald-chaos", allowance) == 0
+        """Neither the workers' group nor the recorder's has records left to commit."""
+        for group in ("herald-chaos", recorder_group("herald-chaos")):
+            if await group_lag(bootstrap, group, allowance) != 0:
+                return False
+        return True
 
     async def _traffic(self, pool: PoolProcess, fakes: Fakes, stack: Mapping[str, str],
                        notifications: list[dict[str, Any]], allowance: int) -> dict[str, Any]:
@@ -658,7 +663,7 @@ class Chaos:
         final = await final_pairs(database_url)
         if final is None or final < pairs:
             return False
-        return await group_lag(bootstrap, "herald-chaos", allowance) == 0
+        return await self._no_lag(bootstrap, allowance)
 
     async def _inject(self, fault: Fault, pool: PoolProcess, fakes: Fakes) -> None:
         wait = fault.at - self.now()

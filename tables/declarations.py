@@ -10,6 +10,7 @@ from faust.types import TableT
 
 from app.settings import Settings
 from schemas.records import Contacts, Preferences
+from tables.confirmed import ConfirmedTable
 
 
 #: Every table, by name; Faust keeps each in the ``<app id>-<name>-changelog`` topic.
@@ -34,20 +35,18 @@ class Tables:
     rate: TableT
     digests: TableT
     audiences: TableT
-    sends: TableT
+    sends: ConfirmedTable
 
     @classmethod
     def declare(cls, app: faust.App, settings: Settings) -> "Tables":
         """Declare the tables on ``app``, co-partitioned with the topics."""
 
-        def table(name: str, value_type: Any, help_text: str) -> TableT:
-            declared = app.Table(
-                name,
-                key_type=str,
-                value_type=value_type,
-                partitions=settings.partitions,
-                help=help_text,
-            )
+        def table(name: str, value_type: Any, help_text: str,
+                  kind: type[faust.Table] | None = None) -> TableT:
+            options = {"key_type": str, "value_type": value_type,
+                       "partitions": settings.partitions, "help": help_text}
+            declared = (app.Table(name, **options) if kind is None else
+                        app.tables.add(kind(app, name=name, beacon=app.tables.beacon, **options)))
             # Faust JSON-encodes table keys by default, while topics carry the
             # raw user id: route lookups and changelog keys must hash the same
             # bytes as the topics do. The store is built lazily, but the
@@ -69,7 +68,7 @@ class Tables:
                           "category"),
             audiences=table("audiences", None, "Audience members, keyed audience\x1fuser"),
             sends=table("sends", None, "What each provider was asked and answered, per "
-                        "notification and channel"),
+                        "notification and channel", kind=ConfirmedTable),
         )
 
     def by_name(self) -> dict[str, TableT]:

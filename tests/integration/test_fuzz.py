@@ -154,6 +154,34 @@ async def test_text_postgresql_cannot_store_is_dead_lettered_not_recorded(
     await eventually(all_sent, what="the valid notifications around the poison SENT")
 
 
+async def test_a_malformed_status_event_is_dead_lettered_and_its_batch_recorded(
+        worker, producer, stack_env, db, unique):
+    # Given status events the recorder cannot record, produced straight onto
+    # delivery-events while a valid notification goes through
+    user, nid = f"u-{unique}", f"n-{unique}"
+    good = {"notification_id": f"n-other-{unique}", "channel": "push", "status": "SENT",
+            "at": "2026-11-21T10:00:00+00:00"}
+    bad = {f"bad-status-{unique}-{i}": raw for i, raw in enumerate([
+        b"not json", b'["a list"]', json.dumps({"notification_id": "x"}).encode(),
+        json.dumps({**good, "status": "LOST"}).encode(),
+        json.dumps({**good, "at": "yesterday"}).encode()])}
+    await produce(producer, "notifications", user, {"id": nid, "user_id": user,
+                                                    "title": "ok", "channels": ["inapp"]})
+    for key, raw in bad.items():
+        await produce(producer, "delivery-events", key, raw)
+    # Then each is dead-lettered with the reason, and the valid events are recorded
+    letters = await dead_letters(stack_env["HERALD_KAFKA_BOOTSTRAP"], set(bad))
+    assert set(letters) == set(bad)
+    for letter in letters.values():
+        assert (letter["topic"], letter["reason"]) == ("delivery-events", "invalid status event")
+        assert letter["error"], letter
+
+    async def sent():
+        return await db.fetchval("SELECT status FROM deliveries WHERE notification_id = $1"
+                                 " AND channel = 'inapp'", nid) == "SENT"
+    await eventually(sent, what="the valid notification SENT")
+
+
 async def test_a_record_near_the_broker_size_limit_is_dead_lettered(
         worker, producer, stack_env, unique):
     # Given a notification just under Kafka's 1 MiB message limit
