@@ -437,9 +437,14 @@ class PoolProcess:
         return self.process.returncode
 
 
-async def group_lag(bootstrap: str, group: str, per_partition_allowance: int = 0) -> int | None:
-    """Records the consumer group has not committed yet (``None`` if Kafka does not answer)."""
-    from aiokafka import AIOKafkaConsumer
+async def group_lag(bootstrap: str, group: str, per_partition_allowance: int = 0,
+                    topic: str | None = None) -> int | None:
+    """Records the consumer group has not committed yet (``None`` if Kafka does not answer).
+
+    With ``topic``, every partition of that topic counts, those the group
+    never committed from their first record.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
@@ -447,13 +452,19 @@ async def group_lag(bootstrap: str, group: str, per_partition_allowance: int = 0
     try:
         await admin.start()
         await consumer.start()
-        committed = await admin.list_consumer_group_offsets(group)
+        committed = {tp: meta.offset for tp, meta in
+                     (await admin.list_consumer_group_offsets(group)).items() if meta.offset >= 0}
+        if topic is not None:
+            described = await admin.describe_topics([topic])
+            partitions = [TopicPartition(topic, p["partition"])
+                          for d in described for p in d["partitions"]]
+            starts = await consumer.beginning_offsets(partitions) if partitions else {}
+            committed = {tp: committed.get(tp, starts[tp]) for tp in partitions}
         if not committed:
             return None
         ends = await consumer.end_offsets(list(committed))
-        return sum(max(0, ends[tp] - meta.offset - per_partition_allowance)
-                   for tp, meta in committed.items()
-                   if meta.offset >= 0 and tp.topic not in ALWAYS_BUSY)
+        return sum(max(0, ends[tp] - offset - per_partition_allowance)
+                   for tp, offset in committed.items() if tp.topic not in ALWAYS_BUSY)
     except Exception:  # noqa: BLE001 - the broker is restarting: ask again later
         return None
     finally:
@@ -611,10 +622,9 @@ class Chaos:
 
     async def _no_lag(self, bootstrap: str, allowance: int) -> bool:
         """Neither the workers' group nor the recorder's has records left to commit."""
-        for group in ("herald-chaos", recorder_group("herald-chaos")):
-            if await group_lag(bootstrap, group, allowance) != 0:
-                return False
-        return True
+        return (await group_lag(bootstrap, "herald-chaos", allowance) == 0
+                and await group_lag(bootstrap, recorder_group("herald-chaos"), allowance,
+                                    topic="delivery-events") == 0)
 
     async def _traffic(self, pool: PoolProcess, fakes: Fakes, stack: Mapping[str, str],
                        notifications: list[dict[str, Any]], allowance: int) -> dict[str, Any]:
