@@ -26,8 +26,8 @@ from typing import Any, Callable, Sequence
 
 from faust.types import EventT, StreamT
 
-from agents.emitters import (dead_letter, emit_status, guarded, handle_batches, handle_each,
-                             produce)
+from agents.emitters import (dead_letter, drain_changelog, emit_status, guarded, handle_batches,
+                             handle_each, produce)
 from app import metrics
 from app.context import Herald
 from app.errors import DeliveryError, TokenUnregistered
@@ -92,6 +92,7 @@ async def deliver_batch(herald: Herald, sender: ChannelSender, agent: str,
         sending = [(event, key) for event, key in zip(ready, intents) if key]
         if sending:
             # The intents must be in Kafka before a provider hears of them.
+            await drain_changelog(herald)
             await herald.tables.sends.confirmed()
             await asyncio.gather(*(
                 guarded(herald, agent, event,
