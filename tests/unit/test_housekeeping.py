@@ -43,3 +43,48 @@ def test_dedup_keys_are_purged_at_most_once_a_minute_per_partition():
     assert not purge_due(purged, 3, now=1001.0)        # next second: not again
     assert purge_due(purged, 4, now=1001.0)            # another partition: its own clock
     assert purge_due(purged, 3, now=1000.0 + DEDUP_PURGE_SECONDS)
+
+
+class PartitionedStore:
+    """Faust's RocksDB store as housekeeping sees it: one database per partition."""
+
+    offset_key = b"__faust\0offset__"
+
+    def __init__(self, rows: dict[str, int], partitions: int) -> None:
+        self.dbs: dict[int, dict[bytes, bytes]] = {p: {self.offset_key: b"7"}
+                                                   for p in range(partitions)}
+        for key, value in rows.items():
+            owner = key.split("\x1f")[0]
+            self.dbs[partition_for(owner, partitions)][key.encode()] = str(value).encode()
+        self.opened: list[int] = []
+
+    def _db_for_partition(self, partition: int) -> dict[bytes, bytes]:
+        self.opened.append(partition)
+        return self.dbs[partition]
+
+    def _visible_items(self, db: dict[bytes, bytes]):
+        return ((k, v) for k, v in db.items() if k != self.offset_key)
+
+    def _decode_key(self, key: bytes) -> str:
+        return key.decode()
+
+    def _decode_value(self, value: bytes) -> int:
+        return int(value)
+
+
+class Table(dict):
+    def __init__(self, store: PartitionedStore) -> None:
+        super().__init__()
+        self.data = store
+
+    def items(self):  # noqa: D102 - every partition's rows: what must not be read
+        raise AssertionError("read the whole table")
+
+
+def test_a_partitioned_store_is_read_only_in_the_ticks_partition():
+    rows = {compose(f"u-{i}", "k"): i for i in range(200)}
+    store = PartitionedStore(rows, 8)
+    taken = dict(rows_of(Table(store), 3, 8))
+    assert store.opened == [3]
+    assert taken == {key: value for key, value in rows.items()
+                     if partition_for(key.split("\x1f")[0], 8) == 3}
