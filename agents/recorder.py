@@ -25,7 +25,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from mode import Service
 
@@ -41,6 +41,8 @@ logger = logging.getLogger("herald.agents.recorder")
 
 BATCH_SIZE = 500
 BATCH_WITHIN_SECONDS = 0.2
+#: Pause before fetching again after Kafka or the batch itself failed.
+RETRY_SECONDS = 1.0
 
 #: Failures that say "PostgreSQL is not there right now", not "bad data".
 UNAVAILABLE = (
@@ -90,16 +92,30 @@ class Recorder(Service):
 
     @Service.task
     async def _consume(self) -> None:
-        assert self.consumer is not None
+        consumer = self.consumer
+        assert consumer is not None
         while not self.should_stop:
-            batches = await self.consumer.getmany(timeout_ms=int(BATCH_WITHIN_SECONDS * 1000),
-                                                  max_records=BATCH_SIZE)
+            try:
+                batches = await consumer.getmany(timeout_ms=int(BATCH_WITHIN_SECONDS * 1000),
+                                                 max_records=BATCH_SIZE)
+            except KafkaError as exc:
+                logger.warning("recorder could not fetch (%r); trying again", exc)
+                await self.sleep(RETRY_SECONDS)
+                continue
             records = [message for part in batches.values() for message in part]
             if not records:
                 continue
             metrics.event_in("recorder", len(records))
             with logs.event_context(agent="recorder"):
-                await self._handle(records)
+                try:
+                    await self._handle(records)
+                except Exception:  # noqa: BLE001 - an escaped exception is a lost batch
+                    logger.exception("recorder failed on a batch of %d; reading it again",
+                                     len(records))
+                    for tp, part in batches.items():
+                        consumer.seek(tp, part[0].offset)
+                    await self.sleep(RETRY_SECONDS)
+                    continue
                 await self._commit({tp: part[-1].offset + 1 for tp, part in batches.items()})
 
     async def _handle(self, records: Sequence[ConsumerRecord]) -> None:
@@ -125,10 +141,11 @@ class Recorder(Service):
         assert self.consumer is not None
         try:
             await self.consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The partitions moved while the batch was written: their new owner
-            # reads it again, which the idempotent writes make harmless.
-            logger.info("recorder commit skipped after a rebalance: %s", exc)
+        except KafkaError as exc:
+            # The partitions moved while the batch was written (their new owner
+            # reads it again), or Kafka is away (the next commit covers these
+            # offsets): the idempotent writes make either harmless.
+            logger.info("recorder commit skipped: %r", exc)
 
     async def lag(self) -> dict[TopicPartition, int]:
         """End offset minus committed offset of each partition this worker records."""
