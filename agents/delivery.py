@@ -2,7 +2,7 @@
 
 Per (notification, channel) the ``sends`` table remembers what the
 providers were asked and what they answered. The intent is made durable
-(producer flushed) before a provider hears of the delivery, and "sent" is
+(acknowledged by Kafka) before a provider hears of the delivery, and "sent" is
 written once it accepted; so when Kafka redelivers a record after a crash:
 
 - sent already → nothing is sent again;
@@ -49,7 +49,7 @@ def register(herald: Herald) -> None:
 
 
 #: Up to ``HERALD_DELIVERY_BATCH`` deliveries are taken at once: their intents
-#: share one producer flush and their provider calls run concurrently. A lone
+#: are awaited together and their provider calls run concurrently. A lone
 #: delivery waits at most this window for company.
 BATCH_WITHIN_SECONDS = 0.005
 
@@ -73,8 +73,8 @@ async def deliver_batch(herald: Herald, sender: ChannelSender, agent: str,
                         events: Sequence[EventT]) -> None:
     """Send a batch of deliveries, each at most once per success, and record what happened.
 
-    Every intent of the batch is written first and made durable with one
-    producer flush; then the provider calls run concurrently, started in the
+    Every intent of the batch is written first, and the batch waits until
+    Kafka acknowledged them all; then the provider calls run concurrently, started in the
     batch's order. A (notification, channel) pair seen twice in one batch
     (a redelivery) waits for the next round, so it finds the first one's
     outcome in ``sends``.
