@@ -74,6 +74,8 @@ class Recorder(Service):
         super().__init__(**kwargs)
         self.herald = herald
         self.consumer: AIOKafkaConsumer | None = None
+        #: What this worker committed (or found committed) per partition it records.
+        self.committed: dict[TopicPartition, int] = {}
 
     async def on_start(self) -> None:
         settings = self.herald.settings
@@ -84,7 +86,8 @@ class Recorder(Service):
         await self.consumer.start()
         started = await _committed_by(settings.kafka_bootstrap, settings.app_id)
         self.consumer.subscribe([DELIVERY_EVENTS],
-                                listener=_StartWhereTheAgentStopped(self.consumer, started))
+                                listener=_StartWhereTheAgentStopped(self.consumer, started,
+                                                                    self.committed))
 
     async def on_stop(self) -> None:
         if self.consumer is not None:
@@ -141,6 +144,7 @@ class Recorder(Service):
         assert self.consumer is not None
         try:
             await self.consumer.commit(offsets)
+            self.committed.update(offsets)
         except KafkaError as exc:
             # The partitions moved while the batch was written (their new owner
             # reads it again), or Kafka is away (the next commit covers these
@@ -148,17 +152,22 @@ class Recorder(Service):
             logger.info("recorder commit skipped: %r", exc)
 
     async def lag(self) -> dict[TopicPartition, int]:
-        """End offset minus committed offset of each partition this worker records."""
+        """End offset minus committed offset of each partition this worker records.
+
+        Both come from the consumer's own state, without a request: the end
+        is the high watermark of the last fetch (the fetcher keeps fetching
+        in the background), the committed offset the recorder's own record.
+        Asking the brokers took about a second per scrape, longer than
+        Prometheus waits at a one-second interval.
+        """
         consumer = self.consumer
-        tps = sorted(consumer.assignment()) if consumer is not None else []
-        if consumer is None or not tps:
+        if consumer is None:
             return {}
-        ends = await consumer.end_offsets(tps)
-        starts = await consumer.beginning_offsets(tps)
         lags = {}
-        for tp in tps:
-            done = await consumer.committed(tp)
-            lags[tp] = max(0, ends[tp] - (starts[tp] if done is None else done))
+        for tp in consumer.assignment():
+            end, done = consumer.highwater(tp), self.committed.get(tp)
+            if end is not None and done is not None:
+                lags[tp] = max(0, end - done)
         return lags
 
 
@@ -181,18 +190,28 @@ def parse_event(value: bytes | None) -> DeliveryEvent:
 
 
 class _StartWhereTheAgentStopped(ConsumerRebalanceListener):
-    """Seeks a partition this group never committed to where the Faust group's agent stopped."""
+    """Seeks a partition this group never committed to where the Faust group's agent stopped.
 
-    def __init__(self, consumer: AIOKafkaConsumer, started: dict[TopicPartition, int]) -> None:
-        self.consumer, self.started = consumer, started
+    It also keeps ``committed`` (the recorder's view of its committed offsets,
+    for its lag) in step with the assignment.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer, started: dict[TopicPartition, int],
+                 committed: dict[TopicPartition, int]) -> None:
+        self.consumer, self.started, self.committed = consumer, started, committed
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        return None
+        for tp in revoked:
+            self.committed.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         for tp in assigned:
-            if tp in self.started and await self.consumer.committed(tp) is None:
+            committed = await self.consumer.committed(tp)
+            if committed is None and tp in self.started:
                 self.consumer.seek(tp, self.started[tp])
+                committed = self.started[tp]
+            if committed is not None:
+                self.committed[tp] = committed
 
 
 async def _committed_by(bootstrap: str, group: str) -> dict[TopicPartition, int]:

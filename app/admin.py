@@ -11,6 +11,7 @@ checked here so that a mismatch fails at start-up instead of misrouting.
 
 from __future__ import annotations
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -90,3 +91,20 @@ async def partitions_of(bootstrap: str, topic: str) -> list[int]:
         return sorted(p["partition"] for p in described["partitions"])
     finally:
         await admin.close()
+
+
+async def rewind(consumer: AIOKafkaConsumer,
+                 partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """Put ``consumer`` at the first record of each of ``partitions``; return those offsets.
+
+    An explicit seek, not ``seek_to_beginning``: that one only requests a
+    reset, so a position read right after it can still be where the
+    assignment's own reset left it (the end, by default). A reader that
+    stops at the end then reads nothing: one ``herald dlq ls`` in 15 listed
+    no letter of 400 before this.
+    """
+    starts = await consumer.beginning_offsets(partitions)
+    for tp in partitions:
+        consumer.seek(tp, starts[tp])
+    return starts
+

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from app.admin import partitions_of
+from app.admin import partitions_of, rewind
 from app.topics import DLQ, delivery_topic_name
 
 
@@ -75,9 +75,8 @@ async def read_letters(bootstrap: str, selection: Selection) -> list[Letter]:
         await consumer.start()
         partitions = [TopicPartition(DLQ, p) for p in await partitions_of(bootstrap, DLQ)]
         consumer.assign(partitions)
-        starts = await consumer.beginning_offsets(partitions)
+        starts = await rewind(consumer, partitions)
         ends = await consumer.end_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
         letters: list[Letter] = []
         # Retention may have removed the oldest letters: empty is start == end.
         pending = {tp for tp in partitions if ends[tp] > starts[tp]}

@@ -212,7 +212,10 @@ async def sample(herald: "Herald") -> None:
             if ends.get(tp) is not None and done is not None:
                 lags[tp] = max(0, ends[tp] - done)
         for source in herald.lag_sources:
-            lags.update(await source())
+            try:
+                lags.update(await source())
+            except Exception as exc:  # noqa: BLE001 - one source must not hide the others
+                logger.debug("lag of %r not sampled: %r", source, exc)
         CONSUMER_LAG.clear()
         for tp, lag in lags.items():
             CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)

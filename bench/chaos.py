@@ -476,6 +476,8 @@ async def read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     """Every committed JSON record of ``topic``, from the beginning to its current end."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from app.admin import rewind
+
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 isolation_level="read_committed")
     await consumer.start()
@@ -485,7 +487,7 @@ async def read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
         if not parts:
             return []
         consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
+        await rewind(consumer, parts)
         ends = await consumer.end_offsets(parts)
         records: list[dict[str, Any]] = []
         while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:

@@ -180,7 +180,9 @@ def prometheus(obs_worker: Worker, tmp_path_factory: pytest.TempPathFactory) -> 
     if binary is None:
         pytest.fail("prometheus is missing: run scripts/install (Debian package prometheus)")
     folder = tmp_path_factory.mktemp("prometheus")
-    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+    # A scrape samples the lag from the brokers (about 1 s on a busy box): 2 s to answer.
+    config = {"global": {"scrape_interval": "2s", "scrape_timeout": "2s",
+                         "evaluation_interval": "1s"},
               "rule_files": [str(RULES)],
               "scrape_configs": [{"job_name": "herald", "static_configs": [
                   {"targets": [f"127.0.0.1:{obs_worker.web_port}"]}]}]}
