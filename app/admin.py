@@ -107,4 +107,3 @@ async def rewind(consumer: AIOKafkaConsumer,
     for tp in partitions:
         consumer.seek(tp, starts[tp])
     return starts
-

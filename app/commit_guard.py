@@ -78,9 +78,8 @@ def position(consumer: Consumer, tp: Any) -> int | None:
     # An offset chosen by an earlier commit that failed must not count.
     committing = chosen[1] if chosen and in_flight is not None and chosen[0] is in_flight \
         else None
-    if committed is None or committing is None:
-        return committing if committed is None else committed
-    return max(committed, committing)
+    known = [offset for offset in (committed, committing) if offset is not None]
+    return max(known) if known else None
 
 
 def blocked_partitions(consumer: Consumer) -> dict[Any, int]:

@@ -51,6 +51,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from agents.recorder import group_id as recorder_group
+from app.topics import DELIVERY_EVENTS
 from testing.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -626,7 +627,7 @@ class Chaos:
         """Neither the workers' group nor the recorder's has records left to commit."""
         return (await group_lag(bootstrap, "herald-chaos", allowance) == 0
                 and await group_lag(bootstrap, recorder_group("herald-chaos"), allowance,
-                                    topic="delivery-events") == 0)
+                                    topic=DELIVERY_EVENTS) == 0)
 
     async def _traffic(self, pool: PoolProcess, fakes: Fakes, stack: Mapping[str, str],
                        notifications: list[dict[str, Any]], allowance: int) -> dict[str, Any]:
