@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import faust
 from faust.types.tuples import FutureMessage
 
+from tables.table import HeraldTable
 
-class ConfirmedTable(faust.Table):
-    """A ``faust.Table`` that keeps the changelog futures of its writes until confirmed."""
+
+class ConfirmedTable(HeraldTable):
+    """A table that keeps the changelog futures of its writes until confirmed."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

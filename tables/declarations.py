@@ -11,6 +11,7 @@ from faust.types import TableT
 from app.settings import Settings
 from schemas.records import Contacts, Preferences
 from tables.confirmed import ConfirmedTable
+from tables.table import HeraldTable
 
 
 #: Every table, by name; Faust keeps each in the ``<app id>-<name>-changelog`` topic.
@@ -42,11 +43,10 @@ class Tables:
         """Declare the tables on ``app``, co-partitioned with the topics."""
 
         def table(name: str, value_type: Any, help_text: str,
-                  kind: type[faust.Table] | None = None) -> TableT:
-            options = {"key_type": str, "value_type": value_type,
-                       "partitions": settings.partitions, "help": help_text}
-            declared = (app.Table(name, **options) if kind is None else
-                        app.tables.add(kind(app, name=name, beacon=app.tables.beacon, **options)))
+                  kind: type[HeraldTable] = HeraldTable) -> TableT:
+            declared = app.tables.add(kind(app, name=name, beacon=app.tables.beacon,
+                                           key_type=str, value_type=value_type,
+                                           partitions=settings.partitions, help=help_text))
             # Faust JSON-encodes table keys by default, while topics carry the
             # raw user id: route lookups and changelog keys must hash the same
             # bytes as the topics do. The store is built lazily, but the
