@@ -5,17 +5,25 @@ The leader produces one tick per partition of ``herald.ticks`` every
 only touches rows of partition p, so table writes go to the right changelog
 partition and survive restarts. On each tick it releases held notifications
 that are due (quiet hours, send_at, rate-limit deferrals), flushes digests
-whose window ended, and purges dedup keys past their window (at most once
-per ``DEDUP_PURGE_SECONDS`` per partition: the dedup table grows by a key per
-notification, and scanning it every second cost 68 % of a worker's CPU in
-the benchmark).
+whose window ended, and purges rows that have served their time: dedup keys
+past their window, ``sends`` rows past ``HERALD_SENDS_RETENTION_SECONDS``.
+
+Both of those tables grow by a row per notification, so they are swept, not
+scanned: each tick reads at most :data:`SWEEP_ROWS` rows of a table's
+partition from where the last one stopped, and a finished sweep starts again
+only after its period. Scanning the dedup table every second once cost 68 %
+of a worker's CPU in the benchmark; reading a whole partition at once blocks
+the event loop for as long as the partition is large.
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterator
+from itertools import islice
+from typing import Any, Callable, Iterator
 
 from faust.types import EventT, StreamT, TableT
 
@@ -27,10 +35,24 @@ from schemas.parsing import now_iso
 from schemas.records import Notification
 from tables.dedup import is_expired
 from tables.keys import owner_of
+from tables.sends import is_settled
+
+#: A sweep reads at most this many rows of one table's partition per tick.
+SWEEP_ROWS = 1000
+#: A finished sweep of the dedup table's partition starts again after this (the window is hours).
+DEDUP_SWEEP_SECONDS = 60.0
+#: The same for the ``sends`` table (its retention is days).
+SENDS_SWEEP_SECONDS = 600.0
 
 
-#: Expired dedup keys are purged this often per partition (the window is hours).
-DEDUP_PURGE_SECONDS = 60.0
+@dataclass
+class Sweep:
+    """Where the sweep of one table's partition stands."""
+
+    #: Where the next chunk starts (a store key); ``None``: the sweep is finished.
+    cursor: Any = None
+    #: When the current (or last) sweep started.
+    started: float = float("-inf")
 
 
 def register(herald: Herald) -> None:
@@ -43,11 +65,11 @@ def register(herald: Herald) -> None:
         for partition in range(settings.partitions):
             await herald.topics.ticks.send(value=now, partition=partition)
 
-    purged: dict[int, float] = {}
+    sweeps: dict[tuple[str, int], Sweep] = defaultdict(Sweep)
 
     @app.agent(herald.topics.ticks, name="housekeeping")
     async def housekeeping(stream: StreamT) -> None:
-        await handle_each(herald, stream, lambda event: keep_house(herald, event, purged),
+        await handle_each(herald, stream, lambda event: keep_house(herald, event, sweeps),
                           "housekeeping error")
 
 
@@ -75,10 +97,47 @@ def rows_of(table: TableT, partition: int, partitions: int) -> Iterator[tuple[st
             yield key, value
 
 
-async def keep_house(herald: Herald, event: EventT, purged: dict[int, float]) -> None:
+def chunk_of(table: TableT, partition: int, partitions: int, cursor: Any,
+             limit: int) -> tuple[list[tuple[str, Any]], Any]:
+    """Up to ``limit`` rows of ``partition`` from ``cursor`` on, and where the next chunk starts.
+
+    The next start is ``None`` once the partition's last row was read. A
+    RocksDB store is read from its partition's database, in key order from
+    the cursor; another store (memory, in tests) is filtered and sorted first.
+    """
+    store = getattr(table, "data", None)
+    if not hasattr(store, "_db_for_partition"):
+        keys = sorted(k for k in table.keys() if (cursor is None or k >= cursor)
+                      and _partition_of(owner_of(k), partitions) == partition)
+        return [(k, table[k]) for k in keys[:limit]], keys[limit] if len(keys) > limit else None
+    db = store._db_for_partition(partition)  # noqa: SLF001
+    raw = list(islice(((k, v) for k, v in db.items(from_key=cursor) if k != store.offset_key),
+                      limit + 1))
+    rows = [(store._decode_key(k), store._decode_value(v)) for k, v in raw[:limit]]  # noqa: SLF001
+    return ([(k, v) for k, v in rows if _partition_of(owner_of(k), partitions) == partition],
+            raw[limit][0] if len(raw) > limit else None)
+
+
+def sweep(table: TableT, partition: int, partitions: int, state: Sweep, now: float,
+          period: float, done: Callable[[Any], bool]) -> None:
+    """Delete the rows of the next chunk of ``partition`` that are ``done``.
+
+    A finished sweep starts again once ``period`` has passed since it started.
+    """
+    if state.cursor is None:
+        if now - state.started < period:
+            return
+        state.started = now
+    rows, state.cursor = chunk_of(table, partition, partitions, state.cursor, SWEEP_ROWS)
+    for key, value in rows:
+        if done(value):
+            del table[key]
+
+
+async def keep_house(herald: Herald, event: EventT, sweeps: dict[tuple[str, int], Sweep]) -> None:
     """Release, flush and purge what is due on the tick's partition.
 
-    ``purged`` remembers when each partition's dedup keys were last purged.
+    ``sweeps`` remembers where the purge of each table's partition stands.
     """
     partition, partitions = event.message.partition, herald.settings.partitions
     now = time.time()
@@ -92,19 +151,11 @@ async def keep_house(herald: Herald, event: EventT, purged: dict[int, float]) ->
         if is_due(batch, now):
             await lanes["bulk"].send(key=owner_of(key), value=digest_notification(key, batch))
             del tables.digests[key]
-    if not purge_due(purged, partition, now):
-        return
-    for key, claimed in rows_of(tables.dedup, partition, partitions):
-        if is_expired(claimed, now):
-            del tables.dedup[key]
-
-
-def purge_due(purged: dict[int, float], partition: int, now: float) -> bool:
-    """Whether ``partition``'s dedup keys are due a purge (and note that it is done now)."""
-    if now - purged.get(partition, float("-inf")) < DEDUP_PURGE_SECONDS:
-        return False
-    purged[partition] = now
-    return True
+    sweep(tables.dedup, partition, partitions, sweeps["dedup", partition], now,
+          DEDUP_SWEEP_SECONDS, lambda claimed: is_expired(claimed, now))
+    retention = herald.settings.sends_retention_seconds
+    sweep(tables.sends, partition, partitions, sweeps["sends", partition], now,
+          SENDS_SWEEP_SECONDS, lambda sent: is_settled(sent, now, retention))
 
 
 def digest_notification(key: str, batch: dict[str, Any]) -> Notification:

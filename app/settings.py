@@ -113,6 +113,8 @@ class Settings:
     #: Faust's processing guarantee; exactly_once was measured under chaos (README "Chaos run").
     processing_guarantee: str = "at_least_once"
     dedup_window_seconds: float = 24 * 3600.0
+    #: How long a ``sends`` row (never send twice) outlives its last change.
+    sends_retention_seconds: float = 7 * 24 * 3600.0
     profile_grace_seconds: float = 2.0
     templates_dir: Path = Path("templates")
     default_locale: str = "en"
@@ -168,6 +170,8 @@ class Settings:
             processing_guarantee=_read(env, "PROCESSING_GUARANTEE", _one_of(*GUARANTEES),
                                        "at_least_once"),
             dedup_window_seconds=_read(env, "DEDUP_WINDOW_SECONDS", _positive_float, "86400"),
+            sends_retention_seconds=_read(env, "SENDS_RETENTION_SECONDS", _positive_float,
+                                          "604800"),
             profile_grace_seconds=_read(env, "PROFILE_GRACE_SECONDS", _non_negative_float, "2"),
             templates_dir=_read(env, "TEMPLATES_DIR", Path, "templates"),
             default_locale=_read(env, "DEFAULT_LOCALE", str, "en"),
