@@ -104,11 +104,11 @@ def _age(created_at: str) -> float:
 
 def status_changed(channel: str, status: str, created_at: str | None = None) -> None:
     """Count a status change; SENT and DELIVERED with ``created_at`` observe the latency."""
-    STATUS_CHANGES.labels(channel=channel, status=status).inc()
+    _child(STATUS_CHANGES, channel, status).inc()
     if created_at and status == "SENT":
-        SENT_LATENCY.labels(channel=channel).observe(_age(created_at))
+        _child(SENT_LATENCY, channel).observe(_age(created_at))
     elif created_at and status == "DELIVERED":
-        DELIVERED_LATENCY.labels(channel=channel).observe(_age(created_at))
+        _child(DELIVERED_LATENCY, channel).observe(_age(created_at))
 
 
 def circuit_changed(provider: str, state: str) -> None:
@@ -118,7 +118,7 @@ def circuit_changed(provider: str, state: str) -> None:
 
 def delivery_outcome(channel: str, provider: str, outcome: str) -> None:
     """Count one delivery outcome (sent, failed, retried, dead_lettered)."""
-    DELIVERIES.labels(channel=channel, provider=provider, outcome=outcome).inc()
+    _child(DELIVERIES, channel, provider, outcome).inc()
 
 
 def dead_lettered(topic: str, reason: str) -> None:
@@ -128,7 +128,7 @@ def dead_lettered(topic: str, reason: str) -> None:
 
 def event_in(agent: str, count: int = 1) -> None:
     """Count events an agent took."""
-    EVENTS_IN.labels(agent=agent).inc(count)
+    _child(EVENTS_IN, agent).inc(count)
 
 
 def agent_failed(agent: str, count: int = 1) -> None:
@@ -149,13 +149,17 @@ def recorder_retried() -> None:
 
 def produced(topic: str) -> None:
     """Count one record produced, labelled with the agent handling an event at the time."""
-    _events_out(logs.current("agent") or NO_AGENT, topic).inc()
+    _child(EVENTS_OUT, logs.current("agent") or NO_AGENT, topic).inc()
 
 
 @functools.lru_cache(maxsize=4096)
-def _events_out(agent: str, topic: str) -> Any:
-    # ``labels()`` validates and locks on every call: a measurable cost per record.
-    return EVENTS_OUT.labels(agent=agent, topic=topic)
+def _child(metric: Any, *values: str) -> Any:
+    """``metric``'s child for these label values (in declaration order), made once.
+
+    ``labels()`` validates and locks on every call: a measurable cost per
+    record. Only for metrics whose children are never removed.
+    """
+    return metric.labels(*values)
 
 
 class ProducedRecords(Sensor):
