@@ -14,7 +14,7 @@ from faust.utils import json as faust_json
 from app import logs, metrics
 from app.context import Herald
 from schemas.parsing import now_iso
-from schemas.records import DeadLetter, Delivery, DeliveryEvent, Notification
+from schemas.records import DeadLetter, Delivery, Notification
 
 logger = logging.getLogger("herald.agents")
 
@@ -83,12 +83,14 @@ async def emit_status(
     Every status change passes here, so this is where it is counted for
     ``/metrics`` (``created_at`` given: the send latency is observed too).
     """
-    event = DeliveryEvent(
-        notification_id=notification_id, channel=channel, status=status, at=now_iso(),
-        user_id=user_id, reason=reason, error=error, attempts=attempts,
-        provider_message_id=provider_message_id,
-        notification=notification_columns(notification) if notification else None,
-    )
+    # A DeliveryEvent as the dict it encodes to, in its fields' order: building
+    # the Faust record, then its dict, cost more than the rest of a status change.
+    event = {
+        "notification_id": notification_id, "channel": channel, "status": status,
+        "at": now_iso(), "user_id": user_id, "reason": reason, "error": error,
+        "attempts": attempts, "provider_message_id": provider_message_id,
+        "notification": notification_columns(notification) if notification else None,
+    }
     await produce(herald, herald.topics.delivery_events, notification_id, event)
     metrics.status_changed(channel, status, created_at)
 
