@@ -78,44 +78,43 @@ def _partition_of(owner: str, partitions: int) -> int:
     return partition_for(owner, partitions)
 
 
-def rows_of(table: TableT, partition: int, partitions: int) -> Iterator[tuple[str, Any]]:
-    """The rows of ``table`` owned by ``partition`` (snapshot: safe to delete while iterating).
+def _rows_from(table: TableT, partition: int, partitions: int,
+               cursor: Any = None) -> Iterator[tuple[Any, str, Any]]:
+    """``(position, key, value)`` of the rows ``partition`` owns, in key order from ``cursor``.
 
     A RocksDB store keeps one database per partition, and a row lives in its
-    owner's: only that one is read. Reading every partition's rows for each
-    partition's tick made the dedup purge cost the whole table eight times a
-    minute, and a long benchmark run slowed down as the table grew.
+    owner's: only that one is read, from the cursor on (a position is the
+    stored key). Reading every partition's rows for each partition's tick
+    made the dedup purge cost the whole table eight times a minute. Another
+    store (memory, in tests) is sorted, and its positions are its keys.
     """
     store = getattr(table, "data", None)
     if hasattr(store, "_db_for_partition"):
-        raw = list(store._visible_items(store._db_for_partition(partition)))  # noqa: SLF001
-        rows = [(store._decode_key(k), store._decode_value(v)) for k, v in raw]  # noqa: SLF001
+        db = store._db_for_partition(partition)  # noqa: SLF001
+        rows = ((raw, store._decode_key(raw), value)  # noqa: SLF001
+                for raw, value in db.items(from_key=cursor) if raw != store.offset_key)
+        decode = store._decode_value  # noqa: SLF001
     else:
-        rows = list(table.items())
-    for key, value in rows:
-        if _partition_of(owner_of(key), partitions) == partition:
-            yield key, value
+        rows = ((key, key, key) for key in sorted(table.keys()) if cursor is None or key >= cursor)
+        decode = table.__getitem__
+    return ((position, key, decode(value)) for position, key, value in rows
+            if _partition_of(owner_of(key), partitions) == partition)
+
+
+def rows_of(table: TableT, partition: int, partitions: int) -> Iterator[tuple[str, Any]]:
+    """The rows of ``table`` owned by ``partition`` (snapshot: safe to delete while iterating)."""
+    return iter([(key, value) for _, key, value in _rows_from(table, partition, partitions)])
 
 
 def chunk_of(table: TableT, partition: int, partitions: int, cursor: Any,
              limit: int) -> tuple[list[tuple[str, Any]], Any]:
     """Up to ``limit`` rows of ``partition`` from ``cursor`` on, and where the next chunk starts.
 
-    The next start is ``None`` once the partition's last row was read. A
-    RocksDB store is read from its partition's database, in key order from
-    the cursor; another store (memory, in tests) is filtered and sorted first.
+    The next start is ``None`` once the partition's last row was read.
     """
-    store = getattr(table, "data", None)
-    if not hasattr(store, "_db_for_partition"):
-        keys = sorted(k for k in table.keys() if (cursor is None or k >= cursor)
-                      and _partition_of(owner_of(k), partitions) == partition)
-        return [(k, table[k]) for k in keys[:limit]], keys[limit] if len(keys) > limit else None
-    db = store._db_for_partition(partition)  # noqa: SLF001
-    raw = list(islice(((k, v) for k, v in db.items(from_key=cursor) if k != store.offset_key),
-                      limit + 1))
-    rows = [(store._decode_key(k), store._decode_value(v)) for k, v in raw[:limit]]  # noqa: SLF001
-    return ([(k, v) for k, v in rows if _partition_of(owner_of(k), partitions) == partition],
-            raw[limit][0] if len(raw) > limit else None)
+    rows = list(islice(_rows_from(table, partition, partitions, cursor), limit + 1))
+    following = rows[limit][0] if len(rows) > limit else None
+    return [(key, value) for _, key, value in rows[:limit]], following
 
 
 def sweep(table: TableT, partition: int, partitions: int, state: Sweep, now: float,

@@ -63,9 +63,6 @@ class PartitionedStore:
         self.opened.append(partition)
         return self.dbs[partition]
 
-    def _visible_items(self, db: dict[bytes, bytes]):
-        return ((k, v) for k, v in db.items() if k != self.offset_key)
-
     def _decode_key(self, key: bytes) -> str:
         return key.decode()
 
