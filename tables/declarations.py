@@ -11,6 +11,7 @@ from faust.types import TableT
 from app.settings import Settings
 from schemas.records import Contacts, Preferences
 from tables.confirmed import ConfirmedTable
+from tables.restore import ChangelogReader
 from tables.table import HeraldTable
 
 
@@ -41,6 +42,7 @@ class Tables:
     @classmethod
     def declare(cls, app: faust.App, settings: Settings) -> "Tables":
         """Declare the tables on ``app``, co-partitioned with the topics."""
+        reader = app.service(ChangelogReader(settings.kafka_bootstrap))
 
         def table(name: str, value_type: Any, help_text: str,
                   kind: type[HeraldTable] = HeraldTable) -> TableT:
@@ -54,6 +56,7 @@ class Tables:
             # or a restore from the changelog fails to decode every record.
             declared.key_serializer = "raw"
             declared.changelog_topic = declared._new_changelog_topic()  # noqa: SLF001
+            declared.changelog_reader = reader
             return declared
 
         return cls(

@@ -81,3 +81,31 @@ def test_a_rebalance_persists_the_offsets_before_the_store_lets_partitions_go() 
     table._on_changelog_sent(acked(tp, 41))  # noqa: SLF001
     asyncio.run(table.on_rebalance(set(), {tp}, set()))
     assert seen == [[(tp, 41)]]
+
+
+class RecordingReader:
+    """Stands in for the changelog reader: remembers what a rebalance asked it to restore."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[set[TP], bool]] = []
+
+    async def restore(self, table: HeraldTable, tps: set[TP], wanted) -> int:  # noqa: ANN001
+        self.calls.append((set(tps), wanted()))
+        return 0
+
+
+def test_a_rebalance_hands_the_reader_only_the_active_partitions_of_its_changelog() -> None:
+    from faust.assignor.client_assignment import ClientAssignment
+
+    table = declare()
+    reader = table.changelog_reader = RecordingReader()  # type: ignore[assignment]
+    topic = table.changelog_topic.get_topic_name()
+    active, standby, stream = TP(topic, 0), TP(topic, 1), TP("notifications", 0)
+    table.app.assignor._assignment = ClientAssignment(  # noqa: SLF001 - as a rebalance leaves it
+        actives={topic: [0], "notifications": [0]}, standbys={topic: [1]})
+    table.app.consumer_generation_id = 3
+    asyncio.run(table.on_rebalance({active, standby, stream}, set(), {active}, generation_id=3))
+    assert reader.calls == [({active}, True)]
+    table.app.consumer_generation_id = 4
+    asyncio.run(table.on_rebalance({active, standby, stream}, set(), set(), generation_id=3))
+    assert reader.calls[-1] == ({active}, False)
