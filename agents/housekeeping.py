@@ -5,7 +5,8 @@ The leader produces one tick per partition of ``herald.ticks`` every
 only touches rows of partition p, so table writes go to the right changelog
 partition and survive restarts. On each tick it releases held notifications
 that are due (quiet hours, send_at, rate-limit deferrals), flushes digests
-whose window ended, and purges rows that have served their time: dedup keys
+whose window ended (both found through a :class:`~tables.due.DueIndex`, not
+by reading the tables), and purges rows that have served their time: dedup keys
 past their window, ``sends`` rows past ``HERALD_SENDS_RETENTION_SECONDS``.
 
 Both of those tables grow by a row per notification, so they are swept, not
@@ -23,17 +24,18 @@ from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
-from typing import Any, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 from faust.types import EventT, StreamT, TableT
 
 from agents.emitters import handle_each
 from app.context import Herald
-from rules.digest import digest_id, is_due, summary
+from rules.digest import digest_id, summary
 from rules.partitioning import partition_for
 from schemas.parsing import now_iso
 from schemas.records import Notification
 from tables.dedup import is_expired
+from tables.due import DueIndex
 from tables.keys import owner_of
 from tables.sends import is_settled
 
@@ -141,20 +143,49 @@ async def keep_house(herald: Herald, event: EventT, sweeps: dict[tuple[str, int]
     partition, partitions = event.message.partition, herald.settings.partitions
     now = time.time()
     tables, lanes = herald.tables, herald.topics.lanes
-    for key, held in rows_of(tables.scheduled, partition, partitions):
-        if held["due"] <= now:
-            notification = Notification(**held["notification"])
-            await lanes[notification.lane].send(key=notification.user_id, value=notification)
-            del tables.scheduled[key]
-    for key, batch in rows_of(tables.digests, partition, partitions):
-        if is_due(batch, now):
-            await lanes["bulk"].send(key=owner_of(key), value=digest_notification(key, batch))
-            del tables.digests[key]
+    generation = herald.app.consumer_generation_id
+
+    async def release(key: str, held: dict[str, Any]) -> None:
+        notification = Notification(**held["notification"])
+        await lanes[notification.lane].send(key=notification.user_id, value=notification)
+
+    async def flush(key: str, batch: dict[str, Any]) -> None:
+        await lanes["bulk"].send(key=owner_of(key), value=digest_notification(key, batch))
+
+    await release_due(tables.scheduled, herald.scheduled_due, partition, partitions, generation,
+                      now, lambda held: held["due"], release)
+    await release_due(tables.digests, herald.digests_due, partition, partitions, generation,
+                      now, lambda batch: batch["window_end"], flush)
     sweep(tables.dedup, partition, partitions, sweeps["dedup", partition], now,
           DEDUP_SWEEP_SECONDS, lambda claimed: is_expired(claimed, now))
     retention = herald.settings.sends_retention_seconds
     sweep(tables.sends, partition, partitions, sweeps["sends", partition], now,
           SENDS_SWEEP_SECONDS, lambda sent: is_settled(sent, now, retention))
+
+
+async def release_due(table: TableT, index: DueIndex, partition: int, partitions: int,
+                      generation: int, now: float, due_of: Callable[[Any], float],
+                      release: Callable[[str, Any], Awaitable[None]]) -> None:
+    """Hand each row of ``partition`` that is due at ``now`` to ``release``, then delete it.
+
+    The index is built from the partition's rows once per consumer
+    ``generation``; after that only due rows are read. A row whose release
+    fails stays indexed, for the next tick.
+    """
+    if not index.built(partition, generation):
+        index.build(partition, generation, ((key, due_of(row)) for key, row
+                                            in rows_of(table, partition, partitions)))
+    while (entry := index.pop_due(partition, now)) is not None:
+        key = entry[1]
+        row = table.get(key)
+        if row is None or due_of(row) > now:
+            continue  # released already, or held again until later (indexed again then)
+        try:
+            await release(key, row)
+        except BaseException:
+            index.add(partition, *entry)
+            raise
+        del table[key]
 
 
 def digest_notification(key: str, batch: dict[str, Any]) -> Notification:

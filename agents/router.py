@@ -21,6 +21,7 @@ from app.context import Herald
 from rules.channels import ChannelDecision, apply_presence, needs_address, resolve_channels
 from rules.digest import add_item, is_digested
 from rules.expiry import expiry_reason, is_expired
+from rules.partitioning import partition_for
 from rules.templates import Rendered, TemplateError, render
 from schemas.records import Contacts, Delivery, Notification, Preferences
 from tables.dedup import claim, dedup_key, is_repeat
@@ -62,8 +63,11 @@ async def route(herald: Herald, event: EventT) -> None:
     digest_windows = herald.settings.digest_categories
     if not n.released and not n.digest and is_digested(n.category, n.priority, digest_windows):
         key = compose(n.user_id, n.category)
-        herald.tables.digests[key] = add_item(herald.tables.digests.get(key), _digest_item(n),
-                                              now, digest_windows[n.category])
+        current = herald.tables.digests.get(key)
+        batch = add_item(current, _digest_item(n), now, digest_windows[n.category])
+        herald.tables.digests[key] = batch
+        if current is None:
+            herald.digests_due.add(_partition(herald, n), batch["window_end"], key)
         await _status(herald, n, "*", "SCHEDULED", f"batched into the {n.category} digest")
         return
     contacts, preferences = await _profile(herald, event, n)
@@ -168,7 +172,13 @@ async def _hold(herald: Herald, n: Notification, channel: str, due: float,
     held = {**n.asdict(), "released": True, "channels": channels}
     key = compose(n.user_id, n.id, channel)
     herald.tables.scheduled[key] = {"due": due, "notification": held}
+    herald.scheduled_due.add(_partition(herald, n), due, key)
     await _status(herald, n, channel, "SCHEDULED", reason)
+
+
+def _partition(herald: Herald, n: Notification) -> int:
+    """The partition whose tables hold ``n``'s rows: its user's."""
+    return partition_for(n.user_id, herald.settings.partitions)
 
 
 def _rate_limited(herald: Herald, n: Notification, channel: str,

@@ -13,6 +13,7 @@ from app.topics import Topics
 from providers.channel import ChannelSender
 from rules.templates import TemplateCatalog
 from tables.declarations import Tables
+from tables.due import DueIndex
 
 
 @dataclass(frozen=True)
@@ -28,3 +29,6 @@ class Herald:
     templates: TemplateCatalog
     #: Consumers outside Faust's group report their lag here (for ``/metrics``).
     lag_sources: list[Callable[[], Awaitable[dict[Any, int]]]] = field(default_factory=list)
+    #: When the rows of ``scheduled`` and ``digests`` come due, so a tick reads only those.
+    scheduled_due: DueIndex = field(default_factory=DueIndex)
+    digests_due: DueIndex = field(default_factory=DueIndex)
