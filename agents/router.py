@@ -21,7 +21,6 @@ from app.context import Herald
 from rules.channels import ChannelDecision, apply_presence, needs_address, resolve_channels
 from rules.digest import add_item, is_digested
 from rules.expiry import expiry_reason, is_expired
-from rules.partitioning import partition_for
 from rules.templates import Rendered, TemplateError, render
 from schemas.records import Contacts, Delivery, Notification, Preferences
 from tables.dedup import claim, dedup_key, is_repeat
@@ -67,7 +66,7 @@ async def route(herald: Herald, event: EventT) -> None:
         batch = add_item(current, _digest_item(n), now, digest_windows[n.category])
         herald.tables.digests[key] = batch
         if current is None:
-            herald.digests_due.add(_partition(herald, n), batch["window_end"], key)
+            herald.digests_due.add(event.message.partition, batch["window_end"], key)
         await _status(herald, n, "*", "SCHEDULED", f"batched into the {n.category} digest")
         return
     contacts, preferences = await _profile(herald, event, n)
@@ -78,7 +77,7 @@ async def route(herald: Herald, event: EventT) -> None:
                          timezone=contacts.timezone if contacts else None,
                          quiet_hours=preferences.quiet_hours if preferences else None)
         if due is not None:
-            await _hold(herald, n, "*", due.timestamp(), n.channels,
+            await _hold(herald, event, n, "*", due.timestamp(), n.channels,
                         f"held until {due.isoformat()} (send_at or quiet hours)")
             return
     try:
@@ -94,8 +93,8 @@ async def route(herald: Herald, event: EventT) -> None:
                           f"rate limited: dropped ({n.category} policy)")
             continue
         if limited is not None:
-            await _hold(herald, n, chosen.channel, now + limited.retry_after, [chosen.channel],
-                        f"rate limited: deferred {limited.retry_after:.1f}s ({n.category} policy)")
+            await _hold(herald, event, n, chosen.channel, now + limited.retry_after,
+                        [chosen.channel], f"rate limited: deferred {limited.retry_after:.1f}s ({n.category} policy)")
             continue
         text = rendered[chosen.channel]
         delivery = Delivery(
@@ -166,19 +165,17 @@ def _render(herald: Herald, n: Notification, channel: str, contacts: Contacts | 
                   channel=channel, sms_max_segments=herald.settings.sms_max_segments)
 
 
-async def _hold(herald: Herald, n: Notification, channel: str, due: float,
+async def _hold(herald: Herald, event: EventT, n: Notification, channel: str, due: float,
                 channels: list[str] | None, reason: str) -> None:
-    """Keep ``n`` in the ``scheduled`` table until ``due``; the scheduler releases it."""
+    """Keep ``n`` in the ``scheduled`` table until ``due``; the scheduler releases it.
+
+    The row is written to the partition of ``event``, so that partition's index notes it.
+    """
     held = {**n.asdict(), "released": True, "channels": channels}
     key = compose(n.user_id, n.id, channel)
     herald.tables.scheduled[key] = {"due": due, "notification": held}
-    herald.scheduled_due.add(_partition(herald, n), due, key)
+    herald.scheduled_due.add(event.message.partition, due, key)
     await _status(herald, n, channel, "SCHEDULED", reason)
-
-
-def _partition(herald: Herald, n: Notification) -> int:
-    """The partition whose tables hold ``n``'s rows: its user's."""
-    return partition_for(n.user_id, herald.settings.partitions)
 
 
 def _rate_limited(herald: Herald, n: Notification, channel: str,

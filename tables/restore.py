@@ -51,16 +51,13 @@ class RestorableTable(Protocol):
     data: Any
 
 
-def store_rows(records: Iterable[ConsumerRecord[bytes, bytes]], batch: Any) -> int:
-    """Add changelog ``records`` to a RocksDB ``batch`` as Faust's store keeps them; the count."""
-    count = 0
+def store_rows(records: Iterable[ConsumerRecord[bytes, bytes]], batch: Any) -> None:
+    """Add changelog ``records`` to a RocksDB ``batch`` as Faust's store keeps them."""
     for record in records:
         if record.value is None:
             batch.delete(record.key)
         else:
             batch.put(record.key, record.value)
-        count += 1
-    return count
 
 
 def next_offset(persisted: int | None) -> int:
@@ -150,8 +147,8 @@ class ChangelogReader(Service):
     def _write(store: RocksDBStore, tp: TopicPartition,
                records: list[ConsumerRecord[bytes, bytes]], position: int) -> int:
         batch = rocksdict.WriteBatch(raw_mode=True)
-        count = store_rows(records, batch)
+        store_rows(records, batch)
         # The position, not the last record: transaction markers take offsets too.
         batch.put(store.offset_key, str(position - 1).encode())
         store._db_for_partition(tp.partition).write(batch)  # noqa: SLF001
-        return count
+        return len(records)
