@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench import gateway, kafka
-from bench.processes import Stack, Worker
+from bench.processes import Stack, Worker, cpu_seconds
 from bench.report import percentiles
 from bench.throughput import PARTITIONS, preload
 from bench.workload import User, make_notification, now_iso, routes
@@ -148,16 +148,21 @@ def run(stack: Stack, workdir: Path, users: list[User], rates: list[int], second
         # Only the user-updates above have produced nothing on delivery-events.
         for rate in rates:
             echo(f"latency: {rate:,}/s for {seconds:.0f}s")
+            cpu_from, started = cpu_seconds(worker.pid), time.monotonic()
             measured = asyncio.run(_herald_rate(bootstrap, run_id, rate, seconds, offline, online,
                                                 worker.web_port, secret))
             window = (measured["from"], measured["until"])
             limit = max(180.0, 4 * seconds)
             calls = _drained(latencies, window, measured["expected"], worker, limit=limit)
+            cpu = cpu_seconds(worker.pid) - cpu_from
             entry = {"rate": rate, "seconds": seconds, "produced": measured["produced"],
                      "deliveries": measured["expected"], "provider_calls": len(calls),
                      "provider_call": percentiles(calls),
                      "websocket": percentiles(measured["frames"]) if available
-                     else {"skipped": gateway.UNAVAILABLE}}
+                     else {"skipped": gateway.UNAVAILABLE},
+                     # From the first send until every delivery was made (or given up on).
+                     "worker_cpu_percent": round(100 * cpu / (time.monotonic() - started), 1),
+                     "worker_cpu_ms_per_notification": round(1000 * cpu / measured["produced"], 2)}
             runs.append(entry)
             if len(calls) < measured["expected"]:
                 entry["not_sustained"] = (f"{len(calls):,} of {measured['expected']:,} "

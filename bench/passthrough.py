@@ -1,6 +1,6 @@
 """A Faust pass-through agent: consume → produce, nothing else (the framework's ceiling).
 
-Run as ``python -m bench.passthrough worker -l warning`` with
+Run as ``python -m bench.passthrough`` with
 ``BENCH_BOOTSTRAP``, ``BENCH_SOURCE``, ``BENCH_SINK``, ``BENCH_APP_ID`` and
 ``BENCH_WEB_PORT`` set. Same producer acks as herald (all), memory store.
 """
@@ -33,4 +33,9 @@ def create_app() -> faust.App:
 
 
 if __name__ == "__main__":
-    create_app().main()
+    # Run as herald runs its worker (app/cli.py): at warning level Faust's
+    # terminal spinner sets the root logger to DEBUG, so every debug call in
+    # faust and aiokafka would build a log record; herald turns it off.
+    worker = faust.Worker(create_app(), loglevel="warning")
+    worker.spinner = None
+    worker.execute_from_commandline()

@@ -44,6 +44,13 @@ def _n(value: Any, digits: int = 0, unit: str = "") -> str:
     return str(value)
 
 
+def _cpu(run: dict[str, Any]) -> str:
+    if "worker_cpu_percent" not in run:
+        return ""
+    return (f"; worker CPU {run['worker_cpu_percent']} % of a core, "
+            f"{run['worker_cpu_ms_per_notification']} ms per notification")
+
+
 def _latency(stats: dict[str, float] | None) -> str:
     if not stats:
         return "n/a"
@@ -93,7 +100,7 @@ def markdown(results: dict[str, Any]) -> str:
             rows.append((f"latency at {r:,}/s: created → provider call",
                          _latency(run.get("provider_call")),
                          run.get("not_sustained") or f"{run['seconds']:.0f} s, "
-                         f"{_n(run.get('deliveries'))} deliveries"))
+                         f"{_n(run.get('deliveries'))} deliveries" + _cpu(run)))
             rows.append((f"latency at {r:,}/s: produce → WebSocket frame",
                          _skipped(run.get("websocket", {})) or _latency(run.get("websocket")),
                          "target at 1,000/s: p50 ≤ 10, p99 ≤ 50 ms"))

@@ -7,6 +7,7 @@ fast: timings on a shared machine prove nothing.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -58,6 +59,9 @@ def test_the_harness_measures_every_part_at_a_tiny_scale(tmp_path: Path) -> None
     assert latency["provider_calls"] == latency["deliveries"] > 0
     assert latency["provider_call"]["count"] == latency["deliveries"]
     assert latency["aiokafka"]["count"] == 150
+    # and the worker's CPU over the window was read from /proc
+    assert 0 < latency["worker_cpu_percent"] <= 100 * (os.cpu_count() or 1)
+    assert latency["worker_cpu_ms_per_notification"] > 0
     assert "skipped" in latency["websocket"] or latency["websocket"]["count"] > 0
 
     # Sockets: measured once the gateway exists, said so until then
