@@ -153,33 +153,17 @@ async def handle_each(herald: Herald, stream: StreamT, handle: Callable[[EventT]
 
 async def handle_batches(herald: Herald, stream: StreamT,
                          handle: Callable[[str, Sequence[EventT]], Awaitable[None]], *,
-                         size: int) -> None:
-    """Hand ``handle`` the events already waiting in the stream, up to ``size`` at a time.
+                         size: int, within: float) -> None:
+    """Hand ``handle`` up to ``size`` events at a time (waiting at most ``within`` seconds).
 
-    A batch is what the stream holds when ``handle`` is free: one event at a
-    low rate (handled at once), up to ``size`` in a backlog. No timer runs:
-    Faust's ``take_events(size, within)`` wakes every ``within`` seconds,
-    idle or not (8-11 % of a core for the delivery agents at 5 ms), and keeps
-    a lone event waiting for that tick. The events are acked once ``handle``
-    returned, so a crash redelivers the whole batch. ``handle`` runs each
-    event's work through :func:`guarded`, which keeps one event's failure
-    from touching the others.
+    The events are acked once ``handle`` returned, so a crash redelivers the
+    whole batch. ``handle`` runs each event's work through :func:`guarded`,
+    which keeps one event's failure from touching the others.
     """
     agent = agent_name(stream)
-    waiting = stream.channel.queue  # the agent's own iterator channel (Faust clones it)
-    stream.enable_acks = False  # acked below, once their batch is handled
-    batch: list[EventT] = []
-    async for event in stream.events():
-        batch.append(event)
-        if len(batch) < size and not waiting.empty():
-            continue
-        metrics.event_in(agent, len(batch))
-        try:
-            await handle(agent, batch)
-        finally:
-            for done in batch:
-                await stream.ack(done)
-            batch = []
+    async for events in stream.take_events(size, within=within):
+        metrics.event_in(agent, len(events))
+        await handle(agent, events)
 
 
 @contextlib.contextmanager
@@ -188,7 +172,7 @@ def faust_event(event: EventT) -> Iterator[None]:
 
     A table write goes to the changelog partition of the current event, which
     Faust sets while a stream hands out one event at a time. The events of a
-    batch (:func:`handle_batches`) are handled after the stream has moved on, so each
+    batch (``take_events``) are handled after the stream has moved on, so each
     event's work sets it again (Faust has no public setter for it).
     """
     token = faust_streams._current_event.set(weakref.ref(event))
