@@ -30,7 +30,7 @@ from faust.types import EventT, StreamT, TableT
 
 from agents.emitters import handle_each
 from app.context import Herald
-from rules.digest import digest_id, summary
+from rules.digest import digest_id, due_at, summary
 from rules.partitioning import partition_for
 from schemas.parsing import now_iso
 from schemas.records import Notification
@@ -155,7 +155,7 @@ async def keep_house(herald: Herald, event: EventT, sweeps: dict[tuple[str, int]
     await release_due(tables.scheduled, herald.scheduled_due, partition, partitions, generation,
                       now, lambda held: held["due"], release)
     await release_due(tables.digests, herald.digests_due, partition, partitions, generation,
-                      now, lambda batch: batch["window_end"], flush)
+                      now, due_at, flush)
     sweep(tables.dedup, partition, partitions, sweeps["dedup", partition], now,
           DEDUP_SWEEP_SECONDS, lambda claimed: is_expired(claimed, now))
     retention = herald.settings.sends_retention_seconds

@@ -19,7 +19,7 @@ from faust.types import EventT, StreamT
 from agents.emitters import dead_letter, emit_status, handle_each, produce
 from app.context import Herald
 from rules.channels import ChannelDecision, apply_presence, needs_address, resolve_channels
-from rules.digest import add_item, is_digested
+from rules.digest import add_item, due_at, is_digested
 from rules.expiry import expiry_reason, is_expired
 from rules.templates import Rendered, TemplateError, render
 from schemas.records import Contacts, Delivery, Notification, Preferences
@@ -66,7 +66,7 @@ async def route(herald: Herald, event: EventT) -> None:
         batch = add_item(current, _digest_item(n), now, digest_windows[n.category])
         herald.tables.digests[key] = batch
         if current is None:
-            herald.digests_due.add(event.message.partition, batch["window_end"], key)
+            herald.digests_due.add(event.message.partition, due_at(batch), key)
         await _status(herald, n, "*", "SCHEDULED", f"batched into the {n.category} digest")
         return
     contacts, preferences = await _profile(herald, event, n)

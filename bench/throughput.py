@@ -132,8 +132,8 @@ def faust_passthrough(bootstrap: str, workdir: Path, batch: Batch, run: str) -> 
            "BENCH_SINK": sink, "BENCH_APP_ID": f"bench-{run}-faust",
            "BENCH_WEB_PORT": str(free_port())}
     with open(workdir / "faust-passthrough.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "bench.passthrough"], cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, "-m", "bench.passthrough"], cwd=ROOT,
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         asyncio.run(kafka.wait_for_count(bootstrap, [sink], len(batch.records),
                                          alive=lambda: process.poll() is None))

@@ -93,9 +93,14 @@ def add_item(state: Mapping[str, Any] | None, item: Mapping[str, Any], now: floa
             "dropped": dropped + overflow}
 
 
+def due_at(state: Mapping[str, Any]) -> float:
+    """When the window closes and its summary should go out."""
+    return float(state["window_end"])
+
+
 def is_due(state: Mapping[str, Any], now: float) -> bool:
     """Whether the window has closed and its summary should go out."""
-    return bool(now >= state["window_end"])
+    return now >= due_at(state)
 
 
 def summary(state: Mapping[str, Any]) -> dict[str, Any]:
