@@ -48,18 +48,14 @@ def register(herald: Herald) -> None:
         _retry_agent(herald, f"retry-{channel}-{stage}", topic)
 
 
-#: Up to ``HERALD_DELIVERY_BATCH`` deliveries are taken at once: their intents
-#: are awaited together and their provider calls run concurrently. A lone
-#: delivery waits at most this window for company.
-BATCH_WITHIN_SECONDS = 0.005
-
-
 def _deliver_agent(herald: Herald, name: str, topic: object, sender: ChannelSender) -> None:
     @herald.app.agent(topic, name=name)
     async def deliver(stream: StreamT) -> None:
+        # Up to HERALD_DELIVERY_BATCH deliveries at once: their intents are awaited
+        # together and their provider calls run concurrently.
         await handle_batches(herald, stream,
                              lambda agent, events: deliver_batch(herald, sender, agent, events),
-                             size=herald.settings.delivery_batch, within=BATCH_WITHIN_SECONDS)
+                             size=herald.settings.delivery_batch)
 
 
 def _retry_agent(herald: Herald, name: str, topic: object) -> None:

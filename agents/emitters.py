@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import weakref
-from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 
 from faust import streams as faust_streams
 from faust.types import EventT, HeadersArg, Message, StreamT, TopicT
@@ -153,17 +154,62 @@ async def handle_each(herald: Herald, stream: StreamT, handle: Callable[[EventT]
 
 async def handle_batches(herald: Herald, stream: StreamT,
                          handle: Callable[[str, Sequence[EventT]], Awaitable[None]], *,
-                         size: int, within: float) -> None:
-    """Hand ``handle`` up to ``size`` events at a time (waiting at most ``within`` seconds).
+                         size: int) -> None:
+    """Hand ``handle`` the events that arrived while it was busy, up to ``size`` at a time.
 
     The events are acked once ``handle`` returned, so a crash redelivers the
     whole batch. ``handle`` runs each event's work through :func:`guarded`,
     which keeps one event's failure from touching the others.
     """
     agent = agent_name(stream)
-    async for events in stream.take_events(size, within=within):
+    async for events in waiting_batches(stream, size):
         metrics.event_in(agent, len(events))
         await handle(agent, events)
+
+
+async def waiting_batches(stream: StreamT, size: int) -> AsyncIterator[list[EventT]]:
+    """The events of ``stream`` in batches: whatever arrived since the last batch was taken.
+
+    Faust's ``take_events(size, within)`` wakes every ``within`` seconds,
+    idle or not (with eight delivery agents at 5 ms, 10 % of a core on an idle
+    worker). Here, as in ``take_events``, the stream is read in the background
+    (Faust's passive reading: a processor gets each event), and a batch is
+    taken as soon as one event waits: a lone event goes at once, and a backlog
+    forms batches by itself while the previous one is handled.
+
+    Only the background reader waits on the stream; the loop that hands out
+    batches never does while it holds one. On a rebalance Faust empties the
+    agent's queue and waits for every unacked event, so a batch held while
+    waiting for the stream would wait forever. The reader waits while
+    ``size`` events wait for their turn. Events are acked after their batch
+    was handled (or failed), never before.
+    """
+    waiting: list[EventT] = []
+    arrived = asyncio.Event()
+    taken = asyncio.Event()
+
+    async def add(value: Any) -> Any:
+        waiting.append(stream.current_event)
+        arrived.set()
+        while len(waiting) >= size:
+            taken.clear()
+            await taken.wait()
+        return value
+
+    stream.enable_acks = False
+    stream.add_processor(add)
+    stream._enable_passive(aiter(stream.channel))  # noqa: SLF001 - as take_events does
+    while True:
+        await arrived.wait()
+        arrived.clear()
+        batch = waiting[:]
+        waiting.clear()
+        taken.set()
+        try:
+            yield batch
+        finally:
+            for event in batch:
+                await stream.ack(event)
 
 
 @contextlib.contextmanager
