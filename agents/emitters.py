@@ -196,20 +196,25 @@ async def waiting_batches(stream: StreamT, size: int) -> AsyncIterator[list[Even
             await taken.wait()
         return value
 
+    acking = stream.enable_acks
     stream.enable_acks = False
     stream.add_processor(add)
     stream._enable_passive(aiter(stream.channel))  # noqa: SLF001 - as take_events does
-    while True:
-        await arrived.wait()
-        arrived.clear()
-        batch = waiting[:]
-        waiting.clear()
-        taken.set()
-        try:
-            yield batch
-        finally:
-            for event in batch:
-                await stream.ack(event)
+    try:
+        while True:
+            await arrived.wait()
+            arrived.clear()
+            batch = waiting[:]
+            waiting.clear()
+            taken.set()
+            try:
+                yield batch
+            finally:
+                for event in batch:
+                    await stream.ack(event)
+    finally:  # as take_events leaves the stream
+        stream.enable_acks = acking
+        stream._processors.remove(add)  # noqa: SLF001
 
 
 @contextlib.contextmanager

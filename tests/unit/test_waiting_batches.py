@@ -43,6 +43,8 @@ class Scenario:
                 return await acking(event)
 
             stream.ack = ack
+            self.processors_before = list(stream._processors)  # noqa: SLF001
+            self.stream = stream
             try:
                 async for batch in waiting_batches(stream, size):
                     values = [event.value for event in batch]
@@ -148,3 +150,6 @@ async def test_a_batch_that_raises_is_still_acked() -> None:
         await until(lambda: scenario.failures)
     assert scenario.acked() == ["ack 7"]
     assert [str(exc) for exc in scenario.failures] == ["handler bug"]
+    # The stream is left as before: its own acks back on, the batching processor gone.
+    assert scenario.stream.enable_acks is True
+    assert scenario.stream._processors == scenario.processors_before  # noqa: SLF001
