@@ -1,8 +1,9 @@
 """A Faust pass-through agent: consume → produce, nothing else (the framework's ceiling).
 
 Run as ``python -m bench.passthrough`` with
-``BENCH_BOOTSTRAP``, ``BENCH_SOURCE``, ``BENCH_SINK``, ``BENCH_APP_ID`` and
-``BENCH_WEB_PORT`` set. Same producer acks as herald (all), memory store.
+``BENCH_BOOTSTRAP``, ``BENCH_SOURCE``, ``BENCH_SINK``, ``BENCH_APP_ID``,
+``BENCH_WEB_PORT`` and ``BENCH_DATA_DIR`` (Faust's data dir, in the run's
+folder) set. Same producer acks as herald (all), memory store.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def create_app() -> faust.App:
         env["BENCH_APP_ID"], broker=f"kafka://{env['BENCH_BOOTSTRAP']}", store="memory://",
         autodiscover=False, key_serializer="raw", value_serializer="raw",
         consumer_auto_offset_reset="earliest", producer_acks=-1, web_bind="127.0.0.1",
-        web_port=int(env["BENCH_WEB_PORT"]), logging_config=None,
+        web_port=int(env["BENCH_WEB_PORT"]), datadir=env["BENCH_DATA_DIR"], logging_config=None,
     )
     source = app.topic(env["BENCH_SOURCE"], key_type=bytes, value_type=bytes)
     sink = app.topic(env["BENCH_SINK"], key_type=bytes, value_type=bytes)

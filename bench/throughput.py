@@ -130,7 +130,8 @@ def faust_passthrough(bootstrap: str, workdir: Path, batch: Batch, run: str) -> 
     asyncio.run(kafka.produce_all(bootstrap, source, batch.records))
     env = {**os.environ, "BENCH_BOOTSTRAP": bootstrap, "BENCH_SOURCE": source,
            "BENCH_SINK": sink, "BENCH_APP_ID": f"bench-{run}-faust",
-           "BENCH_WEB_PORT": str(free_port())}
+           "BENCH_WEB_PORT": str(free_port()),
+           "BENCH_DATA_DIR": str(workdir / "faust-passthrough-data")}
     with open(workdir / "faust-passthrough.log", "ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "bench.passthrough"], cwd=ROOT,
                                    env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -28,6 +28,7 @@ def test_the_harness_measures_every_part_at_a_tiny_scale(tmp_path: Path) -> None
             "--results", str(results)]
 
     # When it runs every part
+    leftovers = set(ROOT.glob("*-data"))
     run = subprocess.run(herald_command(*args), cwd=ROOT, capture_output=True, text=True,
                          timeout=1150)
 
@@ -36,6 +37,7 @@ def test_the_harness_measures_every_part_at_a_tiny_scale(tmp_path: Path) -> None
     (path,) = results.glob("*.json")
     parts = json.loads(path.read_text())["parts"]
     assert "| throughput: herald, end to end |" in run.stdout
+    assert set(ROOT.glob("*-data")) == leftovers, "a process wrote its data dir into the checkout"
     for name, part in parts.items():
         assert "error" not in part, f"{name}: {part['error']}"
 
