@@ -33,6 +33,8 @@ class Scenario:
         self.gate.set()
         self.handling = asyncio.Event()
         self.failures: list[Exception] = []
+        self.stream: Any = None  # the agent's stream, and its processors before the batching
+        self.processors_before: list[Any] = []
 
         @self.app.agent(self.app.topic("deliveries"))
         async def deliver(stream: Any) -> None:
