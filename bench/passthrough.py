@@ -33,10 +33,17 @@ def create_app() -> faust.App:
     return app
 
 
-if __name__ == "__main__":
-    # Run as herald runs its worker (app/cli.py): at warning level Faust's
-    # terminal spinner sets the root logger to DEBUG, so every debug call in
-    # faust and aiokafka would build a log record; herald turns it off.
-    worker = faust.Worker(create_app(), loglevel="warning")
+def run_worker(app: faust.App) -> None:
+    """Run ``app``'s worker as herald runs its own (app/cli.py).
+
+    At warning level Faust's terminal spinner sets the root logger to DEBUG,
+    so every debug call in faust and aiokafka would build a log record;
+    herald turns it off.
+    """
+    worker = faust.Worker(app, loglevel="warning")
     worker.spinner = None
     worker.execute_from_commandline()
+
+
+if __name__ == "__main__":
+    run_worker(create_app())

@@ -79,17 +79,23 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{_n(h['notifications'])} notifications, {_n(h['sent'])} deliveries "
                          f"SENT ({_n(h['deliveries_per_second'])}/s), {_n(t['record_bytes'])} B "
                          f"records"))
-            for name, label in (("faust", "Faust pass-through"), ("aiokafka", "raw aiokafka "
-                                "consume → produce"), ("producer_perf", "Kafka ProducerPerformance")):
+            for name, label, unit in (
+                    ("faust", "Faust pass-through", "records"),
+                    ("faust_skeleton", "herald's hops on Faust, no decisions", "notifications"),
+                    ("aiokafka", "raw aiokafka consume → produce", "records"),
+                    ("producer_perf", "Kafka ProducerPerformance", "records")):
                 if name not in t:
                     continue
                 ref = t[name]
                 rows.append((f"throughput: {label}", _skipped(ref) or
-                             f"{_n(ref.get('per_second'))} records/s", ""))
+                             f"{_n(ref.get('per_second'))} {unit}/s", ""))
             if "herald_vs_faust" in t:
                 rows.append(("ratio herald / Faust pass-through", _n(t["herald_vs_faust"], 2),
                              "target ≥ 0.5"))
                 rows.append(("ratio herald / raw aiokafka", _n(t["herald_vs_aiokafka"], 2), ""))
+            if t.get("skeleton_vs_faust") is not None:
+                rows.append(("ratio hops with no decisions / Faust pass-through",
+                             _n(t["skeleton_vs_faust"], 2), "what any herald on Faust can reach"))
     lat = parts.get("latency")
     if lat:
         why = _skipped(lat)

@@ -125,18 +125,34 @@ def _drain_seconds(bootstrap: str, topic: str, count: int) -> tuple[int, float |
 
 def faust_passthrough(bootstrap: str, workdir: Path, batch: Batch, run: str) -> dict[str, Any]:
     """The same backlog through a Faust agent that only forwards each record."""
-    source, sink = f"bench.{run}.faust.in", f"bench.{run}.faust.out"
-    asyncio.run(kafka.create_topics(bootstrap, [source, sink], PARTITIONS))
+    return _faust_reference("passthrough", bootstrap, workdir, batch, run)
+
+
+def faust_skeleton(bootstrap: str, workdir: Path, batch: Batch, run: str) -> dict[str, Any]:
+    """The same backlog through herald's hops on Faust with no decisions (bench/skeleton.py)."""
+    return _faust_reference("skeleton", bootstrap, workdir, batch, run)
+
+
+def _faust_reference(module: str, bootstrap: str, workdir: Path, batch: Batch,
+                     run: str) -> dict[str, Any]:
+    """Drain the backlog through the Faust app of ``bench.<module>``, timed on its sink.
+
+    The pass-through writes one sink record per record; the skeleton two
+    status events (QUEUED and SENT), and is timed from the first to the last.
+    """
+    source, middle, sink = (f"bench.{run}.{module}.{part}" for part in ("in", "mid", "out"))
+    expected = len(batch.records) * (2 if module == "skeleton" else 1)
+    asyncio.run(kafka.create_topics(bootstrap, [source, middle, sink], PARTITIONS))
     asyncio.run(kafka.produce_all(bootstrap, source, batch.records))
     env = {**os.environ, "BENCH_BOOTSTRAP": bootstrap, "BENCH_SOURCE": source,
-           "BENCH_SINK": sink, "BENCH_APP_ID": f"bench-{run}-faust",
+           "BENCH_MIDDLE": middle, "BENCH_SINK": sink, "BENCH_APP_ID": f"bench-{run}-{module}",
            "BENCH_WEB_PORT": str(free_port()),
-           "BENCH_DATA_DIR": str(workdir / "faust-passthrough-data")}
-    with open(workdir / "faust-passthrough.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "bench.passthrough"], cwd=ROOT,
+           "BENCH_DATA_DIR": str(workdir / f"faust-{module}-data")}
+    with open(workdir / f"faust-{module}.log", "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", f"bench.{module}"], cwd=ROOT,
                                    env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        asyncio.run(kafka.wait_for_count(bootstrap, [sink], len(batch.records),
+        asyncio.run(kafka.wait_for_count(bootstrap, [sink], expected,
                                          alive=lambda: process.poll() is None))
     finally:
         process.terminate()
@@ -145,8 +161,11 @@ def faust_passthrough(bootstrap: str, workdir: Path, batch: Batch, run: str) -> 
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    records, seconds = _drain_seconds(bootstrap, sink, len(batch.records))
-    return {"records": records, "seconds": seconds, "per_second": rate(records, seconds)}
+    records, seconds = _drain_seconds(bootstrap, sink, expected)
+    if module == "passthrough":
+        return {"records": records, "seconds": seconds, "per_second": rate(records, seconds)}
+    return {"records": records, "notifications": records // 2, "seconds": seconds,
+            "per_second": rate(records // 2, seconds)}
 
 
 async def _loop(bootstrap: str, source: str, sink: str, count: int, group: str) -> None:
@@ -231,6 +250,7 @@ def run(stack: Stack, workdir: Path, users: list[User], batch: Batch, run_id: st
     for name, measure in (
         ("aiokafka", lambda: aiokafka_loop(stack.bootstrap, batch, run_id)),
         ("faust", lambda: faust_passthrough(stack.bootstrap, workdir, batch, run_id)),
+        ("faust_skeleton", lambda: faust_skeleton(stack.bootstrap, workdir, batch, run_id)),
         ("producer_perf", lambda: producer_performance(stack, workdir, batch, run_id)),
     ):
         try:
@@ -241,4 +261,6 @@ def run(stack: Stack, workdir: Path, users: list[User], batch: Batch, run_id: st
     herald_rate = result["herald"]["per_second"]
     result["herald_vs_faust"] = ratio(herald_rate, result["faust"].get("per_second"))
     result["herald_vs_aiokafka"] = ratio(herald_rate, result["aiokafka"].get("per_second"))
+    result["skeleton_vs_faust"] = ratio(result["faust_skeleton"].get("per_second"),
+                                        result["faust"].get("per_second"))
     return result
