@@ -82,6 +82,8 @@ def markdown(results: dict[str, Any]) -> str:
             for name, label, unit in (
                     ("faust", "Faust pass-through", "records"),
                     ("faust_skeleton", "herald's hops on Faust, no decisions", "notifications"),
+                    ("aiokafka_skeleton", "the same hops on aiokafka and RocksDB",
+                     "notifications"),
                     ("aiokafka", "raw aiokafka consume → produce", "records"),
                     ("producer_perf", "Kafka ProducerPerformance", "records")):
                 if name not in t:
@@ -96,6 +98,9 @@ def markdown(results: dict[str, Any]) -> str:
             if t.get("skeleton_vs_faust") is not None:
                 rows.append(("ratio hops with no decisions / Faust pass-through",
                              _n(t["skeleton_vs_faust"], 2), "what any herald on Faust can reach"))
+            if t.get("plain_skeleton_vs_faust") is not None:
+                rows.append(("ratio the same hops off Faust / Faust pass-through",
+                             _n(t["plain_skeleton_vs_faust"], 2), ""))
     lat = parts.get("latency")
     if lat:
         why = _skipped(lat)

@@ -198,6 +198,25 @@ def aiokafka_loop(bootstrap: str, batch: Batch, run: str) -> dict[str, Any]:
     return {"records": records, "seconds": seconds, "per_second": rate(records, seconds)}
 
 
+def aiokafka_skeleton(bootstrap: str, workdir: Path, batch: Batch, run: str) -> dict[str, Any]:
+    """The same backlog through herald's hops with no decisions, off Faust (in this process)."""
+    from bench import skeleton_aiokafka
+
+    topics = {part: f"bench.{run}.plain-skeleton.{part}"
+              for part in ("in", "mid", "out", "dedup-changelog", "sends-changelog")}
+    asyncio.run(kafka.create_topics(bootstrap, topics.values(), PARTITIONS))
+    asyncio.run(kafka.produce_all(bootstrap, topics["in"], batch.records))
+    folder = workdir / "plain-skeleton-data"
+    folder.mkdir(parents=True, exist_ok=True)
+    expected = 2 * len(batch.records)
+    asyncio.run(asyncio.wait_for(skeleton_aiokafka.run(bootstrap, topics, expected, folder,
+                                                       f"bench-{run}-plain-skeleton"),
+                                 timeout=600))
+    records, seconds = _drain_seconds(bootstrap, topics["out"], expected)
+    return {"records": records, "notifications": records // 2, "seconds": seconds,
+            "per_second": rate(records // 2, seconds)}
+
+
 def producer_performance(stack: Stack, workdir: Path, batch: Batch, run: str) -> dict[str, Any]:
     """Kafka's own ProducerPerformance with herald's payloads (acks=all): the broker's ceiling."""
     tools = _kafka_tools(stack)
@@ -251,6 +270,8 @@ def run(stack: Stack, workdir: Path, users: list[User], batch: Batch, run_id: st
         ("aiokafka", lambda: aiokafka_loop(stack.bootstrap, batch, run_id)),
         ("faust", lambda: faust_passthrough(stack.bootstrap, workdir, batch, run_id)),
         ("faust_skeleton", lambda: faust_skeleton(stack.bootstrap, workdir, batch, run_id)),
+        ("aiokafka_skeleton", lambda: aiokafka_skeleton(stack.bootstrap, workdir, batch,
+                                                        run_id)),
         ("producer_perf", lambda: producer_performance(stack, workdir, batch, run_id)),
     ):
         try:
@@ -263,4 +284,6 @@ def run(stack: Stack, workdir: Path, users: list[User], batch: Batch, run_id: st
     result["herald_vs_aiokafka"] = ratio(herald_rate, result["aiokafka"].get("per_second"))
     result["skeleton_vs_faust"] = ratio(result["faust_skeleton"].get("per_second"),
                                         result["faust"].get("per_second"))
+    result["plain_skeleton_vs_faust"] = ratio(result["aiokafka_skeleton"].get("per_second"),
+                                              result["faust"].get("per_second"))
     return result
