@@ -164,6 +164,11 @@ def _faust_reference(module: str, bootstrap: str, workdir: Path, batch: Batch,
     records, seconds = _drain_seconds(bootstrap, sink, expected)
     if module == "passthrough":
         return {"records": records, "seconds": seconds, "per_second": rate(records, seconds)}
+    return _per_notification(records, seconds)
+
+
+def _per_notification(records: int, seconds: float | None) -> dict[str, Any]:
+    """A skeleton's figures: it writes two status events (QUEUED, SENT) per notification."""
     return {"records": records, "notifications": records // 2, "seconds": seconds,
             "per_second": rate(records // 2, seconds)}
 
@@ -212,9 +217,7 @@ def aiokafka_skeleton(bootstrap: str, workdir: Path, batch: Batch, run: str) -> 
     asyncio.run(asyncio.wait_for(skeleton_aiokafka.run(bootstrap, topics, expected, folder,
                                                        f"bench-{run}-plain-skeleton"),
                                  timeout=600))
-    records, seconds = _drain_seconds(bootstrap, topics["out"], expected)
-    return {"records": records, "notifications": records // 2, "seconds": seconds,
-            "per_second": rate(records // 2, seconds)}
+    return _per_notification(*_drain_seconds(bootstrap, topics["out"], expected))
 
 
 def producer_performance(stack: Stack, workdir: Path, batch: Batch, run: str) -> dict[str, Any]:
