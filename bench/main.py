@@ -42,7 +42,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--scaling-workers", default="1,2,4")
     parser.add_argument("--scaling-notifications", type=int, default=50_000)
     parser.add_argument("--no-references", action="store_true",
-                        help="Throughput of herald alone, without the three references.")
+                        help="Throughput of herald alone, without the five references.")
     parser.add_argument("--profile", action="store_true",
                         help="Sample the worker with py-spy during the throughput drain.")
     parser.add_argument("--dir", default=str(ROOT / ".local" / "bench-stack"),

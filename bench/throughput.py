@@ -258,7 +258,7 @@ def _kafka_tools(stack: Stack) -> Path:
 
 def run(stack: Stack, workdir: Path, users: list[User], batch: Batch, run_id: str,
         echo: Echo, profile: Path | None = None, references: bool = True) -> dict[str, Any]:
-    """The whole throughput part: herald, then the three references over the same records.
+    """The whole throughput part: herald, then the five references over the same records.
 
     ``references=False`` measures herald alone (iterating on an optimisation).
     """
