@@ -9,7 +9,7 @@ import weakref
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 
 from faust import streams as faust_streams
-from faust.types import EventT, HeadersArg, Message, StreamT, TopicT
+from faust.types import AppT, EventT, HeadersArg, Message, StreamT, TopicT
 from faust.utils import json as faust_json
 
 from app import logs, metrics
@@ -35,12 +35,17 @@ async def drain_changelog(herald: Herald) -> None:
     as they are made. A write's order per partition is kept: the producer
     appends to a full partition's batch in the order the writers waited.
     """
-    buffer = herald.app.producer.buffer
     try:
-        while buffer.size:
-            await buffer._send_pending(buffer.pending.get_nowait())  # noqa: SLF001
+        await hand_over_table_writes(herald.app)
     except Exception:  # noqa: BLE001 - the event is handled; its agent must go on
         logger.exception("a table write could not be handed to the Kafka producer")
+
+
+async def hand_over_table_writes(app: AppT) -> None:
+    """Send every write waiting in ``app``'s changelog buffer to the Kafka producer, in order."""
+    buffer = app.producer.buffer
+    while buffer.size:
+        await buffer._send_pending(buffer.pending.get_nowait())  # noqa: SLF001
 
 
 async def produce(herald: Herald, topic: TopicT, key: str, value: Any, *,

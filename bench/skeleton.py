@@ -22,13 +22,21 @@ status events), ``BENCH_APP_ID``, ``BENCH_WEB_PORT`` and ``BENCH_DATA_DIR``.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import faust
 from faust.types import StreamT
 
+from agents.emitters import hand_over_table_writes
 from bench.passthrough import run_worker
 
 PARTITIONS = 8
+
+
+def record_key(message: Any) -> bytes:
+    """The state key a record writes: unique per record, as a notification's dedup key is."""
+    key: bytes = message.key + b"|" + str(message.offset).encode()
+    return key
 
 
 def create_app() -> faust.App:
@@ -46,31 +54,26 @@ def create_app() -> faust.App:
     dedup = app.Table("dedup", key_type=bytes, value_type=bytes, partitions=PARTITIONS)
     sends = app.Table("sends", key_type=bytes, value_type=bytes, partitions=PARTITIONS)
 
-    async def hand_over_table_writes() -> None:
-        buffer = app.producer.buffer
-        while buffer.size:
-            await buffer._send_pending(buffer.pending.get_nowait())  # noqa: SLF001
-
     @app.agent(source, name="route")
     async def route(stream: StreamT) -> None:
         async for event in stream.events():
-            key, offset = event.message.key, event.message.offset
-            claim = key + b"|" + str(offset).encode()
+            message = event.message
+            claim = record_key(message)
             if dedup.get(claim) is None:
                 dedup[claim] = b"1"
-                await app.producer.send(middle.get_topic_name(), key, event.message.value,
+                await app.producer.send(middle.get_topic_name(), message.key, message.value,
                                         None, None, None)
-                await app.producer.send(sink, key, b'"QUEUED"', None, None, None)
-            await hand_over_table_writes()
+                await app.producer.send(sink, message.key, b'"QUEUED"', None, None, None)
+            await hand_over_table_writes(app)
 
     @app.agent(middle, name="deliver")
     async def deliver(stream: StreamT) -> None:
         async for event in stream.events():
-            key = event.message.key + b"|" + str(event.message.offset).encode()
+            key = record_key(event.message)
             sends[key] = b"intent"
             sends[key] = b"sent"
             await app.producer.send(sink, event.message.key, b'"SENT"', None, None, None)
-            await hand_over_table_writes()
+            await hand_over_table_writes(app)
 
     return app
 

@@ -20,6 +20,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from rocksdict import Rdict
 
+from bench.skeleton import record_key
+
 Handle = Callable[[ConsumerRecord], list[tuple[str, bytes, bytes, int | None]]]
 
 
@@ -46,25 +48,28 @@ async def run(bootstrap: str, topics: dict[str, str], expected: int, folder: Pat
               group: str) -> None:
     """Route ``topics["in"]`` to ``topics["mid"]``, deliver it, until ``expected`` events."""
     dedup, sends = Rdict(str(folder / "dedup")), Rdict(str(folder / "sends"))
-    produced = 0
+    handled = 0
+
+    def done() -> bool:
+        return handled >= expected
 
     def route(record: ConsumerRecord) -> list[tuple[str, bytes, bytes, int | None]]:
-        nonlocal produced
-        claim = record.key + b"|" + str(record.offset).encode()
+        nonlocal handled
+        claim = record_key(record)
         if dedup.get(claim) is not None:
             return []
         dedup[claim] = b"1"
-        produced += 1
+        handled += 1
         return [(topics["dedup-changelog"], claim, b"1", record.partition),
                 (topics["mid"], record.key, record.value, None),
                 (topics["out"], record.key, b'"QUEUED"', None)]
 
     def deliver(record: ConsumerRecord) -> list[tuple[str, bytes, bytes, int | None]]:
-        nonlocal produced
-        key = record.key + b"|" + str(record.offset).encode()
+        nonlocal handled
+        key = record_key(record)
         sends[key] = b"intent"
         sends[key] = b"sent"
-        produced += 1
+        handled += 1
         return [(topics["sends-changelog"], key, b"intent", record.partition),
                 (topics["sends-changelog"], key, b"sent", record.partition),
                 (topics["out"], record.key, b'"SENT"', None)]
@@ -73,10 +78,8 @@ async def run(bootstrap: str, topics: dict[str, str], expected: int, folder: Pat
     await producer.start()
     try:
         await asyncio.gather(
-            _hop(bootstrap, topics["in"], f"{group}-route", producer, route,
-                 lambda: produced >= expected),
-            _hop(bootstrap, topics["mid"], f"{group}-deliver", producer, deliver,
-                 lambda: produced >= expected))
+            _hop(bootstrap, topics["in"], f"{group}-route", producer, route, done),
+            _hop(bootstrap, topics["mid"], f"{group}-deliver", producer, deliver, done))
     finally:
         await producer.stop()
         dedup.close()

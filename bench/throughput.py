@@ -125,23 +125,22 @@ def _drain_seconds(bootstrap: str, topic: str, count: int) -> tuple[int, float |
 
 def faust_passthrough(bootstrap: str, workdir: Path, batch: Batch, run: str) -> dict[str, Any]:
     """The same backlog through a Faust agent that only forwards each record."""
-    return _faust_reference("passthrough", bootstrap, workdir, batch, run)
+    records, seconds = _faust_reference("passthrough", len(batch.records), bootstrap, workdir,
+                                        batch, run)
+    return {"records": records, "seconds": seconds, "per_second": rate(records, seconds)}
 
 
 def faust_skeleton(bootstrap: str, workdir: Path, batch: Batch, run: str) -> dict[str, Any]:
     """The same backlog through herald's hops on Faust with no decisions (bench/skeleton.py)."""
-    return _faust_reference("skeleton", bootstrap, workdir, batch, run)
+    return _per_notification(*_faust_reference("skeleton", 2 * len(batch.records), bootstrap,
+                                               workdir, batch, run))
 
 
-def _faust_reference(module: str, bootstrap: str, workdir: Path, batch: Batch,
-                     run: str) -> dict[str, Any]:
-    """Drain the backlog through the Faust app of ``bench.<module>``, timed on its sink.
-
-    The pass-through writes one sink record per record; the skeleton two
-    status events (QUEUED and SENT), and is timed from the first to the last.
-    """
+def _faust_reference(module: str, expected: int, bootstrap: str, workdir: Path, batch: Batch,
+                     run: str) -> tuple[int, float | None]:
+    """Drain the backlog through the Faust app of ``bench.<module>`` until its sink holds
+    ``expected`` records: the sink's record count and seconds from its first to its last."""
     source, middle, sink = (f"bench.{run}.{module}.{part}" for part in ("in", "mid", "out"))
-    expected = len(batch.records) * (2 if module == "skeleton" else 1)
     asyncio.run(kafka.create_topics(bootstrap, [source, middle, sink], PARTITIONS))
     asyncio.run(kafka.produce_all(bootstrap, source, batch.records))
     env = {**os.environ, "BENCH_BOOTSTRAP": bootstrap, "BENCH_SOURCE": source,
@@ -161,10 +160,7 @@ def _faust_reference(module: str, bootstrap: str, workdir: Path, batch: Batch,
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    records, seconds = _drain_seconds(bootstrap, sink, expected)
-    if module == "passthrough":
-        return {"records": records, "seconds": seconds, "per_second": rate(records, seconds)}
-    return _per_notification(records, seconds)
+    return _drain_seconds(bootstrap, sink, expected)
 
 
 def _per_notification(records: int, seconds: float | None) -> dict[str, Any]:
