@@ -18,19 +18,36 @@ from tables.table import HeraldTable
 
 
 class ConfirmedTable(HeraldTable):
-    """A table that keeps the changelog futures of its writes until confirmed."""
+    """A table that keeps the changelog futures of its writes until they are acknowledged.
+
+    Several delivery batches run at once (one per channel and lane), each
+    waiting for its own intents. A write stays in :attr:`_unconfirmed` until
+    Kafka acknowledged it, so a batch that asks finds every write still in
+    flight, including one that another waiting batch asked about first.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._unconfirmed: list[FutureMessage] = []
+        self._unconfirmed: set[FutureMessage] = set()
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
         fut = super().send_changelog(*args, **kwargs)
-        self._unconfirmed.append(fut)
+        self._unconfirmed.add(fut)
+        fut.add_done_callback(self._acknowledged)
         return fut
+
+    def _acknowledged(self, fut: FutureMessage) -> None:
+        # A failed write stays until a caller of confirmed() was told of it.
+        if not fut.cancelled() and fut.exception() is None:
+            self._unconfirmed.discard(fut)
 
     async def confirmed(self) -> None:
         """Return once every write made so far is acknowledged by Kafka; raise if one failed."""
-        futures, self._unconfirmed = self._unconfirmed, []
-        if futures:
-            await asyncio.gather(*futures)
+        waiting = list(self._unconfirmed)
+        if not waiting:
+            return
+        try:
+            await asyncio.gather(*waiting)
+        except BaseException:
+            self._unconfirmed.difference_update(fut for fut in waiting if fut.done())
+            raise

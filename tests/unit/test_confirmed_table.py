@@ -72,3 +72,41 @@ def test_a_failed_write_is_raised_not_taken_for_durable() -> None:
 
     with pytest.raises(OSError, match="broker gone"):
         asyncio.run(scenario())
+
+
+def test_a_batch_waits_for_its_writes_even_when_another_batch_asked_first() -> None:
+    # Two delivery batches: both wrote an intent before either asked. The first
+    # to ask waits for both writes; the second must still wait for its own.
+    async def scenario() -> list[str]:
+        app, table = declare()
+        table.send_changelog(0, "u\x1fn-1\x1fpush", {"state": "sending"})
+        table.send_changelog(1, "u\x1fn-2\x1femail", {"state": "sending"})
+        log: list[str] = []
+
+        async def batch(name: str) -> None:
+            await table.confirmed()
+            log.append(f"{name} confirmed")
+
+        first = asyncio.create_task(batch("push"))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(batch("email"))
+        await asyncio.sleep(0)
+        log.append("nothing acknowledged yet")
+        await acknowledge(app, 2)
+        await asyncio.gather(first, second)
+        return log
+
+    assert asyncio.run(scenario()) == ["nothing acknowledged yet", "push confirmed",
+                                       "email confirmed"]
+
+
+def test_a_failed_write_is_told_once_then_forgotten() -> None:
+    async def scenario() -> None:
+        app, table = declare()
+        table.send_changelog(0, "k", {"state": "sending"})
+        app.producer.buffer.pending.get_nowait().set_exception(OSError("broker gone"))
+        with pytest.raises(OSError, match="broker gone"):
+            await table.confirmed()
+        await asyncio.wait_for(table.confirmed(), timeout=1)
+
+    asyncio.run(scenario())
