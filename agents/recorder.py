@@ -25,7 +25,6 @@ from typing import Any, Iterable, Sequence
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from mode import Service
@@ -33,6 +32,7 @@ from mode import Service
 from agents.emitters import dead_letter
 from app import logs, metrics
 from app.context import Herald
+from app.offsets import committed_offsets
 from app.topics import DELIVERY_EVENTS
 from rules.backoff import backoff_delay
 from rules.statuses import STATUS_RANK, fold_events
@@ -85,7 +85,8 @@ class Recorder(Service):
             client_id=f"{settings.app_id}-recorder-{settings.gateway_node}",
             enable_auto_commit=False, auto_offset_reset="earliest")
         await self.consumer.start()
-        started = await _committed_by(settings.kafka_bootstrap, settings.app_id)
+        started = await committed_offsets(settings.kafka_bootstrap, settings.app_id,
+                                          [DELIVERY_EVENTS])
         self.consumer.subscribe([DELIVERY_EVENTS],
                                 listener=_StartWhereTheAgentStopped(self.consumer, started,
                                                                     self.committed))
@@ -213,21 +214,6 @@ class _StartWhereTheAgentStopped(ConsumerRebalanceListener):
                 committed = self.started[tp]
             if committed is not None:
                 self.committed[tp] = committed
-
-
-async def _committed_by(bootstrap: str, group: str) -> dict[TopicPartition, int]:
-    """The offsets ``group`` committed on ``delivery-events`` (none if it cannot tell)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
-    try:
-        await admin.start()
-        offsets = await admin.list_consumer_group_offsets(group)
-    except KafkaError as exc:
-        logger.warning("could not read where the recorder agent stopped: %r", exc)
-        return {}
-    finally:
-        await admin.close()
-    return {tp: meta.offset for tp, meta in offsets.items()
-            if tp.topic == DELIVERY_EVENTS and meta.offset >= 0}
 
 
 def _log_recorded(values: Sequence[DeliveryEvent]) -> None:

@@ -37,7 +37,9 @@ CATEGORY_BUCKETS = "\x1ecategory"
 
 
 def register(herald: Herald) -> None:
-    """Declare one router agent per lane on the app."""
+    """Declare one router agent per lane on the app (unless the hot path reads the lanes)."""
+    if herald.settings.hot_path != "faust":
+        return
     for lane, topic in herald.topics.lanes.items():
         _register_lane(herald, lane, topic)
 

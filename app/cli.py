@@ -413,7 +413,8 @@ def offsets() -> None:
 @click.option("--dry-run", is_flag=True, help="Print the moves, commit nothing.")
 def offsets_reset(to_time: str, topics: tuple[str, ...], dry_run: bool) -> None:
     """Set the group's (HERALD_APP_ID) offsets of its source topics to a time."""
-    from app.offsets import SOURCE_TOPICS, GroupActive, UnknownTopic, reset_to_time
+    from app.offsets import (SOURCE_TOPICS, GroupActive, UnknownTopic, hot_path_group,
+                             reset_groups)
 
     moment = _iso(to_time, "--to-time")
     group = os.environ.get("HERALD_APP_ID") or "herald"
@@ -422,8 +423,9 @@ def offsets_reset(to_time: str, topics: tuple[str, ...], dry_run: bool) -> None:
     except SettingsError as exc:
         _fail(str(exc))
     try:
-        moves = asyncio.run(reset_to_time(bootstrap, group, topics or SOURCE_TOPICS,
-                                          int(moment.timestamp() * 1000), dry_run=dry_run))
+        moves, hot_moves = asyncio.run(reset_groups(bootstrap, group, topics or SOURCE_TOPICS,
+                                                    int(moment.timestamp() * 1000),
+                                                    dry_run=dry_run))
     except (GroupActive, UnknownTopic) as exc:
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - reported in one line, not a traceback
@@ -432,6 +434,9 @@ def offsets_reset(to_time: str, topics: tuple[str, ...], dry_run: bool) -> None:
         click.echo(str(move))
     click.echo(f"{'dry run: ' if dry_run else ''}{len(moves)} partitions of group {group} "
                f"{'would be reset' if dry_run else 'reset'}")
+    if hot_moves:
+        click.echo(f"{'dry run: ' if dry_run else ''}and {len(hot_moves)} of the hot path's "
+                   f"group {hot_path_group(group)} (the same moves)")
 
 @main.command("replay")
 @click.option("--topic", required=True, help="The topic to re-feed.")

@@ -7,7 +7,8 @@ import logging
 import faust
 from mode import Service
 
-from agents import audience, delivery, housekeeping, intake, presence, profile, recorder, router
+from agents import (audience, delivery, hotpath, housekeeping, intake, presence, profile,
+                    recorder, router)
 from app import web
 from app.context import Herald
 from app.settings import Settings
@@ -100,7 +101,8 @@ def create_herald(settings: Settings, senders: dict[str, ChannelSender] | None =
         senders=senders or create_senders(settings),
         templates=load_catalog(settings.templates_dir, default_locale=settings.default_locale),
     )
-    for module in (intake, profile, presence, audience, router, housekeeping, delivery, recorder):
+    for module in (intake, profile, presence, audience, router, housekeeping, delivery, recorder,
+                   hotpath):
         module.register(herald)
     web.register(herald)
     webhooks.register(herald)

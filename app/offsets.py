@@ -10,14 +10,18 @@ consumer that is assigned the partitions and joins no group.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndTimestamp
 
-from app.topics import NOTIFICATIONS, PRESENCE, USER_UPDATES
+from app.topics import NOTIFICATIONS, PRESENCE, USER_UPDATES, hot_topic_names
+
+logger = logging.getLogger("herald.offsets")
 
 #: The topics herald's agents consume from outside producers.
 SOURCE_TOPICS = (NOTIFICATIONS, USER_UPDATES, PRESENCE)
@@ -106,3 +110,42 @@ async def reset_to_time(bootstrap: str, group_id: str, topics: Iterable[str], ti
         return moves
     finally:
         await consumer.stop()
+
+
+def hot_path_group(app_id: str) -> str:
+    """The group the hot path (agents/hotpath.py) commits in: never joined, simple commits."""
+    return f"{app_id}-hotpath"
+
+
+async def reset_groups(bootstrap: str, app_id: str, topics: Iterable[str], timestamp_ms: int,
+                       *, dry_run: bool = False) -> tuple[list[Move], list[Move]]:
+    """Reset Faust's group (``app_id``), then the hot path's group for the hot topics among ``topics``.
+
+    Workers are members of Faust's group only, so its check for members (they
+    must be stopped) guards both. The hot path starts a partition its group
+    never committed where Faust's group left it, so both move together.
+    Returns the moves of each group.
+    """
+    topics = list(topics)
+    moves = await reset_to_time(bootstrap, app_id, topics, timestamp_ms, dry_run=dry_run)
+    hot = [topic for topic in topics if topic in hot_topic_names()]
+    hot_moves = await reset_to_time(bootstrap, hot_path_group(app_id), hot, timestamp_ms,
+                                    dry_run=dry_run) if hot else []
+    return moves, hot_moves
+
+
+async def committed_offsets(bootstrap: str, group_id: str,
+                            topics: Iterable[str]) -> dict[TopicPartition, int]:
+    """The offsets ``group_id`` committed on ``topics`` (none if Kafka cannot tell)."""
+    wanted = set(topics)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    try:
+        await admin.start()
+        offsets = await admin.list_consumer_group_offsets(group_id)
+    except KafkaError as exc:
+        logger.warning("could not read what group %s committed: %r", group_id, exc)
+        return {}
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items()
+            if tp.topic in wanted and meta.offset >= 0}

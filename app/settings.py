@@ -23,6 +23,7 @@ from tables.ratelimit import parse_rate_policies
 PREFIX = "HERALD_"
 STORES = ("rocksdb", "memory")
 GUARANTEES = ("at_least_once", "exactly_once")
+HOT_PATHS = ("faust", "aiokafka")
 
 T = TypeVar("T")
 
@@ -72,6 +73,17 @@ def _one_of(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _hot_path(env: Mapping[str, str]) -> str:
+    """Plain aiokafka loops under at-least-once; Faust's agents keep exactly-once's transactions."""
+    guarantee = env.get(PREFIX + "PROCESSING_GUARANTEE") or "at_least_once"
+    default = "aiokafka" if guarantee == "at_least_once" else "faust"
+    chosen = _read(env, "HOT_PATH", _one_of(*HOT_PATHS), default)
+    if chosen == "aiokafka" and guarantee != "at_least_once":
+        raise SettingsError(f"{PREFIX}HOT_PATH=aiokafka needs {PREFIX}PROCESSING_GUARANTEE="
+                            f"at_least_once (the hot loops do not join Faust's transactions)")
+    return chosen
+
+
 def _advertised(bind: str | None) -> str:
     return "127.0.0.1" if not bind or bind in ("0.0.0.0", "::") else bind
 
@@ -112,6 +124,8 @@ class Settings:
     store: str = "rocksdb"
     #: Faust's processing guarantee; exactly_once was measured under chaos (README "Chaos run").
     processing_guarantee: str = "at_least_once"
+    #: Who reads the hot topics: Faust agents, or plain aiokafka loops (agents/hotpath.py).
+    hot_path: str = "aiokafka"
     dedup_window_seconds: float = 24 * 3600.0
     #: How long a ``sends`` row (never send twice) outlives its last change.
     sends_retention_seconds: float = 7 * 24 * 3600.0
@@ -169,6 +183,7 @@ class Settings:
             store=_read(env, "STORE", _one_of(*STORES), "rocksdb"),
             processing_guarantee=_read(env, "PROCESSING_GUARANTEE", _one_of(*GUARANTEES),
                                        "at_least_once"),
+            hot_path=_hot_path(env),
             dedup_window_seconds=_read(env, "DEDUP_WINDOW_SECONDS", _positive_float, "86400"),
             sends_retention_seconds=_read(env, "SENDS_RETENTION_SECONDS", _positive_float,
                                           "604800"),

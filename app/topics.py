@@ -62,6 +62,12 @@ def all_topic_names(retry_stages: int) -> list[str]:
               for stage in range(1, retry_stages + 1))]
 
 
+def hot_topic_names() -> list[str]:
+    """The topics the hot path reads (agents/hotpath.py): intake, the lanes, the deliveries."""
+    return [NOTIFICATIONS, *(lane_topic_name(lane) for lane in LANES),
+            *(delivery_topic_name(channel, lane) for channel in CHANNELS for lane in LANES)]
+
+
 @dataclass(frozen=True)
 class Topics:
     """Every topic herald reads or writes."""

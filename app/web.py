@@ -14,6 +14,7 @@ from faust.web import Request, Response, View
 from app import metrics
 from app.auth import AuthError, authorize
 from app.context import Herald
+from app.topics import USER_UPDATES
 
 
 def _jsonable(value: Any) -> Any:
@@ -39,9 +40,10 @@ def register(herald: Herald) -> None:
             assignment = app.consumer.assignment() if app.consumer else set()
             assigned = len(assignment)
             ready = assigned > 0 and not app.rebalancing and not app.in_recovery
-            # Co-partitioned topics move together: the notifications partitions
-            # say which users this worker processes.
-            users = sorted(tp.partition for tp in assignment if tp.topic == "notifications")
+            # Co-partitioned topics move together: the user-updates partitions
+            # say which users this worker processes (the hot path reads the same
+            # partitions of the hot topics, agents/hotpath.py).
+            users = sorted(tp.partition for tp in assignment if tp.topic == USER_UPDATES)
             body = {"ready": ready, "assigned_partitions": assigned, "user_partitions": users,
                     "rebalancing": bool(app.rebalancing), "recovering": bool(app.in_recovery)}
             return self.json(body, status=200 if ready else 503)

@@ -24,8 +24,11 @@ from tests.integration.conftest import (
     eventually,
     free_port,
     fresh_stack,
+    Worker,
     herald_command,
+    kafka_producer,
     produce,
+    read_matching,
 )
 
 
@@ -194,6 +197,7 @@ async def test_offsets_reset_moves_an_idle_group_to_a_time_and_refuses_a_running
     done = herald("offsets", "reset", "--to-time", before_second, "--topic", "notifications",
                   env=env)
     assert done.returncode == 0, done.stderr
+    assert f"of the hot path's group {group}-hotpath" in done.stdout
 
     # Then the group's committed offset on that partition is the second record's
     consumer = AIOKafkaConsumer(bootstrap_servers=worker_env["HERALD_KAFKA_BOOTSTRAP"],
@@ -203,6 +207,14 @@ async def test_offsets_reset_moves_an_idle_group_to_a_time_and_refuses_a_running
         assert await consumer.committed(tp) == second
     finally:
         await consumer.stop()
+    # And so is the hot path's group (agents/hotpath.py), which reads notifications
+    hot = AIOKafkaConsumer(bootstrap_servers=worker_env["HERALD_KAFKA_BOOTSTRAP"],
+                           group_id=f"{group}-hotpath", enable_auto_commit=False)
+    await hot.start()
+    try:
+        assert await hot.committed(tp) == second
+    finally:
+        await hot.stop()
 
     # And the running worker's group is refused
     refused = herald("offsets", "reset", "--to-time", before_second, "--topic", "notifications",
@@ -212,3 +224,45 @@ async def test_offsets_reset_moves_an_idle_group_to_a_time_and_refuses_a_running
     # And a time that is not one exits 2
     bad = herald("offsets", "reset", "--to-time", "yesterday", env=env)
     assert bad.returncode == 2 and "not an ISO-8601 time" in bad.stderr
+
+
+@pytest.mark.timeout(420)
+async def test_switching_to_the_aiokafka_hot_path_neither_skips_nor_repeats(pool_stack_env,
+                                                                            tmp_path, unique):
+    # Given a worker whose Faust agents read the hot topics (HERALD_HOT_PATH=faust)
+    env = {**pool_stack_env, "HERALD_APP_ID": f"herald-switch-{unique}",
+           "HERALD_DATA_DIR": str(tmp_path / "data"), "HERALD_WEB_PORT": str(free_port()),
+           "HERALD_LOG_LEVEL": "info"}
+    bootstrap = env["HERALD_KAFKA_BOOTSTRAP"]
+    user = f"u-switch-{unique}"
+    worker = Worker({**env, "HERALD_HOT_PATH": "faust"}, tmp_path / "worker.log")
+
+    def notification(name: str) -> dict[str, object]:
+        return {"id": f"{name}-{unique}", "user_id": user, "title": name, "body": name,
+                "channels": ["inapp"]}
+
+    async def sent(name: str, wanted: int = 1, timeout: float = 90) -> list[dict[str, object]]:
+        return await read_matching(bootstrap, "delivery-events",
+                                   lambda e: e.get("notification_id") == f"{name}-{unique}"
+                                   and e.get("status") == "SENT", wanted=wanted, timeout=timeout)
+
+    worker.start()
+    try:
+        async with kafka_producer(bootstrap) as client:
+            await produce(client, "notifications", user, notification("before"))
+            assert len(await sent("before")) == 1, worker.log_tail()
+            # When it stops (committing), a notification arrives, and it starts again with
+            # the default hot path: plain aiokafka loops in a group that never committed
+            worker.stop()
+            await produce(client, "notifications", user, notification("after"))
+        worker.env = env
+        worker.start()
+
+        # Then the one that arrived while it was down is sent
+        assert len(await sent("after")) == 1, worker.log_tail()
+        # And the one sent before is not handled again: it sits before "after" on the same
+        # partitions of every hop, so a re-read would have emitted its SENT event again by now
+        assert len(await sent("before", wanted=2, timeout=3)) == 1
+        assert "hot path" in worker.log_path.read_text(errors="replace")
+    finally:
+        worker.stop()

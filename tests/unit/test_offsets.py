@@ -1,9 +1,11 @@
 """Choosing the offsets a reset commits, and reading a group's members."""
 
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndTimestamp
 
-from app.offsets import Move, active_members, new_offset, plan_reset
+from app.offsets import Move, active_members, hot_path_group, new_offset, plan_reset
+from app.topics import hot_topic_names
 
 
 def test_a_partition_resumes_at_the_first_record_at_or_after_the_time():
@@ -36,3 +38,17 @@ def test_members_are_counted_for_the_group_asked_about_only():
     assert active_members(answer, "herald") == 2
     assert active_members([{"groups": [{"error_code": 0, "group": "herald", "state": "Empty",
                                         "members": []}]}], "herald") == 0
+
+
+@pytest.mark.parametrize(("topic", "hot"), [
+    ("notifications", True), ("notifications.urgent", True), ("notifications.bulk", True),
+    ("deliveries.email", True), ("deliveries.push.urgent", True),
+    ("deliveries.email.retry.1", False), ("deliveries.dlq", False),
+    ("user-updates", False), ("presence", False), ("delivery-events", False),
+])
+def test_the_hot_path_reads_the_intake_lane_and_delivery_topics_only(topic, hot):
+    assert (topic in hot_topic_names()) is hot
+
+
+def test_the_hot_path_commits_in_a_group_named_after_the_app():
+    assert hot_path_group("herald") == "herald-hotpath"

@@ -96,3 +96,23 @@ def test_an_unknown_tables_auth_mode_fails_naming_the_variable():
            "HERALD_DATABASE_URL": "postgresql://x@127.0.0.1/x", "HERALD_TABLES_AUTH": "maybe"}
     with pytest.raises(SettingsError, match="HERALD_TABLES_AUTH"):
         Settings.from_env(env)
+
+
+def test_the_hot_path_is_aiokafka_under_at_least_once_and_faust_under_exactly_once():
+    assert Settings.from_env(REQUIRED).hot_path == "aiokafka"
+    exactly = Settings.from_env({**REQUIRED, "HERALD_PROCESSING_GUARANTEE": "exactly_once"})
+    assert exactly.hot_path == "faust"
+    chosen = Settings.from_env({**REQUIRED, "HERALD_HOT_PATH": "faust"})
+    assert chosen.hot_path == "faust"
+
+
+def test_the_aiokafka_hot_path_under_exactly_once_is_refused_naming_both_variables():
+    env = {**REQUIRED, "HERALD_PROCESSING_GUARANTEE": "exactly_once", "HERALD_HOT_PATH": "aiokafka"}
+    with pytest.raises(SettingsError, match="HERALD_HOT_PATH=aiokafka needs "
+                                            "HERALD_PROCESSING_GUARANTEE=at_least_once"):
+        Settings.from_env(env)
+
+
+def test_an_unknown_hot_path_names_its_variable():
+    with pytest.raises(SettingsError, match="^HERALD_HOT_PATH='streams' is invalid"):
+        Settings.from_env({**REQUIRED, "HERALD_HOT_PATH": "streams"})
