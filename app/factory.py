@@ -101,13 +101,16 @@ def create_herald(settings: Settings, senders: dict[str, ChannelSender] | None =
         senders=senders or create_senders(settings),
         templates=load_catalog(settings.templates_dir, default_locale=settings.default_locale),
     )
+    # First of the app's services, so it stops last: mode stops them in the reverse
+    # order, and the provider clients must outlive the hot loops' in-flight calls (a
+    # call cut by closing its client would be retried, and sent twice).
+    app.service(Resources(herald))  # type: ignore[arg-type]
     for module in (intake, profile, presence, audience, router, housekeeping, delivery, recorder,
                    hotpath):
         module.register(herald)
     web.register(herald)
     webhooks.register(herald)
     api.register(herald)
-    app.service(Resources(herald))  # type: ignore[arg-type]
     app.service(gateway.register(herald))  # type: ignore[arg-type]
     app.service(commit_guard.CommitGuard(app))  # type: ignore[arg-type]
     return herald

@@ -41,3 +41,18 @@ def test_an_event_becomes_faust_s_current_event_so_table_writes_find_its_partiti
         assert current is event and current.message.partition == 3
     assert faust_streams.current_event() is None
     assert weakref.ref(event)() is event
+
+
+def test_the_provider_clients_close_only_after_the_hot_loops_and_the_recorder_stopped(tmp_path):
+    # A SIGTERM stops an app's services in the reverse order they were added. A provider
+    # call cut by closing its client is retried, and so sent twice (found by the rolling
+    # restart in tests/chaos/test_graceful.py).
+    from app.factory import create_herald
+    from app.settings import Settings
+
+    herald = create_herald(Settings.from_env({
+        "HERALD_KAFKA_BOOTSTRAP": "127.0.0.1:1", "HERALD_DATABASE_URL": "postgresql://x@h/d",
+        "HERALD_STORE": "memory", "HERALD_DATA_DIR": str(tmp_path)}))
+    added = [type(service).__name__ for service in herald.app._extra_services]  # noqa: SLF001
+    assert added.index("Resources") < added.index("HotPath")
+    assert added.index("Resources") < added.index("Recorder")
