@@ -41,11 +41,13 @@ WAIT_STEP_SECONDS = 0.5
 
 
 def register(herald: Herald) -> None:
-    """Declare one delivery agent per channel and lane, and one retry agent per stage."""
+    """Declare one delivery agent per channel and lane."""
     for (channel, lane), topic in herald.topics.deliveries.items():
-        if herald.settings.hot_path != "faust":
-            break
         _deliver_agent(herald, f"deliver-{channel}-{lane}", topic, herald.senders[channel])
+
+
+def register_retries(herald: Herald) -> None:
+    """Declare one retry agent per channel and stage (Faust agents on either hot path)."""
     for (channel, stage), topic in herald.topics.retries.items():
         _retry_agent(herald, f"retry-{channel}-{stage}", topic)
 

@@ -37,7 +37,7 @@ from agents import delivery, intake, router
 from agents.emitters import dead_letter, drain_changelog, guarded
 from app import metrics
 from app.context import Herald
-from app.offsets import committed_offsets, hot_path_group
+from app.offsets import commit_or_skip, committed_offsets, consumer_lag, hot_path_group
 from app.topics import USER_UPDATES
 from schemas.records import Delivery, Notification
 
@@ -190,7 +190,8 @@ class Loop:
         except Exception:  # noqa: BLE001 - the producer is closing; a restart reads these again
             logger.exception("%s: records not acknowledged; offsets not committed", self.name)
             return
-        await self._commit(offsets)
+        assert self.consumer is not None
+        await commit_or_skip(self.consumer, offsets, self.committed, self.name)
 
     async def _event(self, record: ConsumerRecord) -> HotEvent | None:
         message = HotMessage(record)
@@ -201,26 +202,8 @@ class Loop:
                               error=repr(exc))
             return None
 
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        assert self.consumer is not None
-        try:
-            await self.consumer.commit(offsets)
-            self.committed.update(offsets)
-        except KafkaError as exc:
-            # Kafka is away: the next commit covers these offsets, and a
-            # redelivery is handled idempotently (dedup, sends).
-            logger.info("%s commit skipped: %r", self.name, exc)
-
     def lag(self) -> dict[TopicPartition, int]:
-        consumer = self.consumer
-        if consumer is None:
-            return {}
-        lags = {}
-        for tp in consumer.assignment():
-            end, done = consumer.highwater(tp), self.committed.get(tp)
-            if end is not None and done is not None:
-                lags[tp] = max(0, end - done)
-        return lags
+        return consumer_lag(self.consumer, self.committed) if self.consumer else {}
 
 
 class HotPath(Service):
@@ -310,13 +293,11 @@ def each(herald: Herald, handle: Callable[[Any], Awaitable[None]],
 
 
 def register(herald: Herald) -> None:
-    """Run the hot path as a service of the worker, when ``HERALD_HOT_PATH=aiokafka``.
+    """Run the hot path as a service of the worker (``HERALD_HOT_PATH=aiokafka``).
 
     One loop per Faust agent it stands in for, with its name: ``intake``,
     ``router-<lane>``, ``deliver-<channel>-<lane>``.
     """
-    if herald.settings.hot_path != "aiokafka":
-        return
     topics = herald.topics
     loops = [Loop(herald, "intake", topics.notifications.get_topic_name(), decode=lambda v: v,
                   handle=each(herald, lambda e: intake.admit(herald, e), "intake error"))]

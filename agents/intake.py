@@ -19,9 +19,7 @@ from schemas.records import FanOut
 
 
 def register(herald: Herald) -> None:
-    """Declare the intake agent on the app (unless the hot path reads its topic)."""
-    if herald.settings.hot_path != "faust":
-        return
+    """Declare the intake agent on the app."""
 
     @herald.app.agent(herald.topics.notifications, name="intake")
     async def intake(stream: StreamT) -> None:

@@ -32,7 +32,7 @@ from mode import Service
 from agents.emitters import dead_letter
 from app import logs, metrics
 from app.context import Herald
-from app.offsets import committed_offsets
+from app.offsets import commit_or_skip, committed_offsets, consumer_lag
 from app.topics import DELIVERY_EVENTS
 from rules.backoff import backoff_delay
 from rules.statuses import STATUS_RANK, fold_events
@@ -121,7 +121,9 @@ class Recorder(Service):
                         consumer.seek(tp, part[0].offset)
                     await self.sleep(RETRY_SECONDS)
                     continue
-                await self._commit({tp: part[-1].offset + 1 for tp, part in batches.items()})
+                await commit_or_skip(consumer, {tp: part[-1].offset + 1
+                                                for tp, part in batches.items()},
+                                     self.committed, "recorder")
 
     async def _handle(self, records: Sequence[ConsumerRecord]) -> None:
         """Record a batch; what cannot be recorded is dead-lettered, never dropped."""
@@ -142,35 +144,9 @@ class Recorder(Service):
             for event in events:
                 await dead_letter(self.herald, event, "recorder error", error=repr(exc))
 
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        assert self.consumer is not None
-        try:
-            await self.consumer.commit(offsets)
-            self.committed.update(offsets)
-        except KafkaError as exc:
-            # The partitions moved while the batch was written (their new owner
-            # reads it again), or Kafka is away (the next commit covers these
-            # offsets): the idempotent writes make either harmless.
-            logger.info("recorder commit skipped: %r", exc)
-
     async def lag(self) -> dict[TopicPartition, int]:
-        """End offset minus committed offset of each partition this worker records.
-
-        Both come from the consumer's own state, without a request: the end
-        is the high watermark of the last fetch (the fetcher keeps fetching
-        in the background), the committed offset the recorder's own record.
-        Asking the brokers took about a second per scrape, longer than
-        Prometheus waits at a one-second interval.
-        """
-        consumer = self.consumer
-        if consumer is None:
-            return {}
-        lags = {}
-        for tp in consumer.assignment():
-            end, done = consumer.highwater(tp), self.committed.get(tp)
-            if end is not None and done is not None:
-                lags[tp] = max(0, end - done)
-        return lags
+        """End offset minus committed offset of each partition this worker records."""
+        return consumer_lag(self.consumer, self.committed) if self.consumer else {}
 
 
 def parse_event(value: bytes | None) -> DeliveryEvent:

@@ -37,9 +37,7 @@ CATEGORY_BUCKETS = "\x1ecategory"
 
 
 def register(herald: Herald) -> None:
-    """Declare one router agent per lane on the app (unless the hot path reads the lanes)."""
-    if herald.settings.hot_path != "faust":
-        return
+    """Declare one router agent per lane on the app."""
     for lane, topic in herald.topics.lanes.items():
         _register_lane(herald, lane, topic)
 

@@ -105,9 +105,11 @@ def create_herald(settings: Settings, senders: dict[str, ChannelSender] | None =
     # order, and the provider clients must outlive the hot loops' in-flight calls (a
     # call cut by closing its client would be retried, and sent twice).
     app.service(Resources(herald))  # type: ignore[arg-type]
-    for module in (intake, profile, presence, audience, router, housekeeping, delivery, recorder,
-                   hotpath):
+    # The hot topics are read by Faust agents or by the hot path's loops, never both.
+    hot = (intake, router, delivery) if settings.hot_path == "faust" else (hotpath,)
+    for module in (profile, presence, audience, housekeeping, recorder, *hot):
         module.register(herald)
+    delivery.register_retries(herald)
     web.register(herald)
     webhooks.register(herald)
     api.register(herald)

@@ -112,6 +112,40 @@ async def reset_to_time(bootstrap: str, group_id: str, topics: Iterable[str], ti
         await consumer.stop()
 
 
+def consumer_lag(consumer: AIOKafkaConsumer,
+                 committed: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+    """End offset minus committed offset of each partition ``consumer`` is assigned.
+
+    Both come from the consumer's own state, without a request: the end is
+    the high watermark of the last fetch (the fetcher keeps fetching in the
+    background), the committed offset the caller's own record of its commits.
+    Asking the brokers took about a second per scrape, longer than Prometheus
+    waits at a one-second interval.
+    """
+    lags = {}
+    for tp in consumer.assignment():
+        end, done = consumer.highwater(tp), committed.get(tp)
+        if end is not None and done is not None:
+            lags[tp] = max(0, end - done)
+    return lags
+
+
+async def commit_or_skip(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int],
+                         committed: dict[TopicPartition, int], who: str) -> None:
+    """Commit ``offsets`` and note them in ``committed``; on a Kafka error, log and go on.
+
+    The partitions moved meanwhile (their new owner reads the batch again), or
+    Kafka is away (the next commit covers these offsets): herald's idempotent
+    handling (dedup, the ``sends`` table, the recorder's upserts) makes either
+    harmless.
+    """
+    try:
+        await consumer.commit(offsets)
+        committed.update(offsets)
+    except KafkaError as exc:
+        logger.info("%s commit skipped: %r", who, exc)
+
+
 def hot_path_group(app_id: str) -> str:
     """The group the hot path (agents/hotpath.py) commits in: never joined, simple commits."""
     return f"{app_id}-hotpath"
@@ -128,7 +162,8 @@ async def reset_groups(bootstrap: str, app_id: str, topics: Iterable[str], times
     """
     topics = list(topics)
     moves = await reset_to_time(bootstrap, app_id, topics, timestamp_ms, dry_run=dry_run)
-    hot = [topic for topic in topics if topic in hot_topic_names()]
+    hot_topics = set(hot_topic_names())
+    hot = [topic for topic in topics if topic in hot_topics]
     hot_moves = await reset_to_time(bootstrap, hot_path_group(app_id), hot, timestamp_ms,
                                     dry_run=dry_run) if hot else []
     return moves, hot_moves

@@ -73,9 +73,8 @@ def _one_of(*choices: str) -> Callable[[str], str]:
     return parse
 
 
-def _hot_path(env: Mapping[str, str]) -> str:
+def _hot_path(env: Mapping[str, str], guarantee: str) -> str:
     """Plain aiokafka loops under at-least-once; Faust's agents keep exactly-once's transactions."""
-    guarantee = env.get(PREFIX + "PROCESSING_GUARANTEE") or "at_least_once"
     default = "aiokafka" if guarantee == "at_least_once" else "faust"
     chosen = _read(env, "HOT_PATH", _one_of(*HOT_PATHS), default)
     if chosen == "aiokafka" and guarantee != "at_least_once":
@@ -165,6 +164,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         """Build settings from ``env`` (the process environment by default)."""
         env = os.environ if env is None else env
+        guarantee = _read(env, "PROCESSING_GUARANTEE", _one_of(*GUARANTEES), "at_least_once")
         return cls(
             kafka_bootstrap=_read(env, "KAFKA_BOOTSTRAP", _bootstrap),
             database_url=_read(env, "DATABASE_URL", _database_url),
@@ -181,9 +181,8 @@ class Settings:
             node_id=env.get(PREFIX + "NODE_ID") or None,
             data_dir=_read(env, "DATA_DIR", Path, ".local/data/worker"),
             store=_read(env, "STORE", _one_of(*STORES), "rocksdb"),
-            processing_guarantee=_read(env, "PROCESSING_GUARANTEE", _one_of(*GUARANTEES),
-                                       "at_least_once"),
-            hot_path=_hot_path(env),
+            processing_guarantee=guarantee,
+            hot_path=_hot_path(env, guarantee),
             dedup_window_seconds=_read(env, "DEDUP_WINDOW_SECONDS", _positive_float, "86400"),
             sends_retention_seconds=_read(env, "SENDS_RETENTION_SECONDS", _positive_float,
                                           "604800"),
