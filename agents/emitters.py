@@ -25,24 +25,31 @@ MAX_DEAD_PAYLOAD_BYTES = 128 * 1024
 
 
 async def drain_changelog(herald: Herald) -> None:
-    """Hand every table write waiting in Faust's changelog buffer to the Kafka producer.
+    """Hand every table write waiting for its changelog to the Kafka producer, in order.
 
-    Faust drains that buffer in one task, one record at a time, and that task
-    waits whenever one partition's batch is full: every other table write
-    waits behind it. In the issue 7 benchmark the buffer grew by about 1,000
-    writes a second to its limit, then stalled every stream while a commit
-    flushed it (5-10 s). Agents call this after each event, so writes leave
-    as they are made. A write's order per partition is kept: the producer
-    appends to a full partition's batch in the order the writers waited.
+    Table writes queue in herald's changelog writer (:mod:`tables.changelog`)
+    or, under exactly-once, in Faust's changelog buffer. Faust drains its
+    buffer in one task, one record at a time, and that task waits whenever
+    one partition's batch is full: every other table write waits behind it.
+    In the issue 7 benchmark the buffer grew by about 1,000 writes a second to
+    its limit, then stalled every stream while a commit flushed it (5-10 s).
+    Agents call this after each event or batch, so writes leave as they are
+    made.
     """
     try:
+        if herald.tables.writer is not None:
+            await herald.tables.writer.hand_over(herald.app.producer)
         await hand_over_table_writes(herald.app)
     except Exception:  # noqa: BLE001 - the event is handled; its agent must go on
         logger.exception("a table write could not be handed to the Kafka producer")
 
 
 async def hand_over_table_writes(app: AppT) -> None:
-    """Send every write waiting in ``app``'s changelog buffer to the Kafka producer, in order."""
+    """Send every write waiting in ``app``'s changelog buffer to the Kafka producer, in order.
+
+    A write's order per partition is kept: the producer appends to a full
+    partition's batch in the order the writers waited.
+    """
     buffer = app.producer.buffer
     while buffer.size:
         await buffer._send_pending(buffer.pending.get_nowait())  # noqa: SLF001

@@ -147,9 +147,9 @@ def recorder_retried() -> None:
     RECORDER_RETRIES.inc()
 
 
-def produced(topic: str) -> None:
-    """Count one record produced, labelled with the agent handling an event at the time."""
-    _child(EVENTS_OUT, logs.current("agent") or NO_AGENT, topic).inc()
+def produced(topic: str, count: int = 1) -> None:
+    """Count records produced, labelled with the agent handling an event at the time."""
+    _child(EVENTS_OUT, logs.current("agent") or NO_AGENT, topic).inc(count)
 
 
 @functools.lru_cache(maxsize=4096)

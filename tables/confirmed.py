@@ -1,10 +1,11 @@
 """A table whose writes can be awaited until Kafka has them.
 
-A write to a Faust table is stored locally at once and sent to the table's
-changelog later (Faust's changelog buffer, then the Kafka producer). Where a
-write must be durable before something else happens (a delivery's intent,
-before the provider is called), :meth:`ConfirmedTable.confirmed` waits for
-exactly those writes to be acknowledged (``acks=all``).
+A write to a table is stored locally at once and sent to the table's
+changelog later (herald's changelog writer or Faust's buffer, then the Kafka
+producer). Where a write must be durable before something else happens (a
+delivery's intent, before the provider is called),
+:meth:`ConfirmedTable.confirmed` waits for exactly those writes to be
+acknowledged (``acks=all``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tables.table import HeraldTable
 
 
 class ConfirmedTable(HeraldTable):
-    """A table that keeps the changelog futures of its writes until they are acknowledged.
+    """A table that keeps the futures of its changelog writes until they are acknowledged.
 
     Several delivery batches run at once (one per channel and lane), each
     waiting for its own intents. A write stays in :attr:`_unconfirmed` until
@@ -28,21 +29,30 @@ class ConfirmedTable(HeraldTable):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._unconfirmed: set[FutureMessage] = set()
+        self._unconfirmed: set[asyncio.Future[Any]] = set()
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
         fut = super().send_changelog(*args, **kwargs)
-        self._unconfirmed.add(fut)
-        fut.add_done_callback(self._acknowledged)
+        self._track(fut)
         return fut
 
-    def _acknowledged(self, fut: FutureMessage) -> None:
+    def sent(self, partition: int, acknowledged: asyncio.Future[Any]) -> None:
+        super().sent(partition, acknowledged)
+        self._track(acknowledged)
+
+    def _track(self, fut: asyncio.Future[Any]) -> None:
+        self._unconfirmed.add(fut)
+        fut.add_done_callback(self._acknowledged)
+
+    def _acknowledged(self, fut: asyncio.Future[Any]) -> None:
         # A failed write stays until a caller of confirmed() was told of it.
         if not fut.cancelled() and fut.exception() is None:
             self._unconfirmed.discard(fut)
 
     async def confirmed(self) -> None:
         """Return once every write made so far is acknowledged by Kafka; raise if one failed."""
+        if self.writer is not None:  # the writes still queued get their futures
+            await self.writer.hand_over(self.app.producer)
         waiting = list(self._unconfirmed)
         if not waiting:
             return

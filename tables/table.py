@@ -1,10 +1,14 @@
-"""The ``faust.Table`` every herald table is: one store read per lookup, offsets saved in batches.
+"""The ``faust.Table`` every herald table is: one store read per lookup, writes sent by herald.
 
-Two per-record costs of Faust's table showed in the issue 7 profile:
+Three per-record costs of Faust's table showed in the issue 7 profile:
 
 - ``table.get(key)`` asks the store twice (``key in store``, then
   ``store[key]``: two RocksDB reads) and counts the read for Faust's
   sensors, which herald does not use. :meth:`HeraldTable.get` asks once.
+- A write went through Faust's changelog machinery (:mod:`tables.changelog`
+  says what that costs). A table given a :attr:`HeraldTable.writer` encodes
+  the value once, puts the bytes in the store and queues them for the
+  changelog partition of the current event, as Faust does.
 - Each changelog write, once Kafka acknowledged it, wrote its offset to the
   partition's RocksDB database (Faust's "persisted offset": where a restart
   resumes reading the changelog). Here the newest offset per partition is
@@ -22,13 +26,17 @@ partitions are read straight into the store (:mod:`tables.restore`).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import faust
+from faust.streams import current_event
+from faust.stores.base import SerializedStore
 from faust.types import TP
 from faust.types.tuples import FutureMessage
 from mode import Service
 
+from tables.changelog import ChangelogWriter
 from tables.restore import ChangelogReader
 
 #: How often the newest acknowledged changelog offsets are written to the store.
@@ -41,15 +49,56 @@ class HeraldTable(faust.Table):
     #: Reads assigned changelog partitions into the store before Faust's recovery; none in
     #: tests that build a table alone, which then restore the way Faust does.
     changelog_reader: ChangelogReader | None = None
+    #: Queues this table's changelog writes; none under ``exactly_once`` (and in tests
+    #: that build a table alone), where writes go through Faust's ``send_soon``.
+    writer: ChangelogWriter | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._unpersisted: dict[TP, int] = {}
+        #: The newest changelog send per partition, until it is acknowledged and persisted.
+        self._newest: dict[int, asyncio.Future[Any]] = {}
 
     def get(self, key: Any, default: Any = None) -> Any:
         """The value of ``key``, or ``default``: one read of the store."""
         value = self.data.get(key)
         return default if value is None else value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if self.writer is None:
+            super().__setitem__(key, value)
+        else:
+            self._write(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        if self.writer is None:
+            super().__delitem__(key)
+        else:
+            self._write(key, None)
+
+    def _write(self, key: Any, value: Any) -> None:
+        """Store ``value`` (``None``: delete ``key``) and queue it for the changelog."""
+        assert self.writer is not None
+        event = current_event()
+        if event is None:
+            raise TypeError("Cannot modify table key from outside of stream iteration")
+        store = self.data
+        key_bytes = store._encode_key(key)  # noqa: SLF001 - the store's own codec
+        value_bytes = None if value is None else store._encode_value(value)  # noqa: SLF001
+        if isinstance(store, SerializedStore):  # RocksDB: the bytes just encoded
+            if value_bytes is None:
+                store._del(key_bytes)  # noqa: SLF001
+            else:
+                store._set(key_bytes, value_bytes)  # noqa: SLF001
+        elif value is None:
+            store.pop(key, None)
+        else:
+            store[key] = value
+        self.writer.add(self, event.message.partition, key_bytes, value_bytes)
+
+    def sent(self, partition: int, acknowledged: asyncio.Future[Any]) -> None:
+        """A write to ``partition`` of the changelog was handed to the producer."""
+        self._newest[partition] = acknowledged
 
     def _on_changelog_sent(self, fut: FutureMessage) -> None:
         if self.app.in_transaction:
@@ -63,6 +112,13 @@ class HeraldTable(faust.Table):
     def persist_offsets(self) -> None:
         """Write the newest acknowledged changelog offset of each partition to the store."""
         pending, self._unpersisted = self._unpersisted, {}
+        for partition, acknowledged in list(self._newest.items()):
+            if not acknowledged.done():
+                continue  # an older offset may be persisted later; behind is safe
+            del self._newest[partition]
+            if not acknowledged.cancelled() and acknowledged.exception() is None:
+                sent = acknowledged.result()
+                pending[TP(sent.topic, sent.partition)] = sent.offset
         for tp, offset in pending.items():
             self.data.set_persisted_offset(tp, offset)
 

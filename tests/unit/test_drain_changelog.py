@@ -30,7 +30,8 @@ class Buffer:
 
 
 def herald_with(buffer: Buffer) -> SimpleNamespace:
-    return SimpleNamespace(app=SimpleNamespace(producer=SimpleNamespace(buffer=buffer)))
+    return SimpleNamespace(app=SimpleNamespace(producer=SimpleNamespace(buffer=buffer)),
+                           tables=SimpleNamespace(writer=None))
 
 
 def test_every_waiting_write_is_sent_in_order() -> None:
