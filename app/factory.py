@@ -11,6 +11,7 @@ from agents import (audience, delivery, hotpath, housekeeping, intake, presence,
                     recorder, router)
 from app import web
 from app.context import Herald
+from app.producing import partition_for
 from app.settings import Settings
 from app.store import Store
 from app.topics import Topics
@@ -41,6 +42,7 @@ def create_faust_app(settings: Settings) -> faust.App:
         processing_guarantee=settings.processing_guarantee,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_partitioner=partition_for,
         web_enabled=True,
         web_bind=settings.web_bind,
         web_port=settings.web_port,

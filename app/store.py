@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import astuple, fields
 from datetime import datetime
 from importlib import resources
 from typing import Any, Iterable, Sequence
@@ -54,9 +53,6 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
 def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
-
-_DELIVERY_COLUMNS = [field.name for field in fields(DeliveryRow)]
-_TIME_COLUMNS = {"at", "queued_at", "sent_at", "delivered_at", "read_at"}
 
 # One statement, so one round trip per batch: the notification rows, the
 # audit trail and the deliveries are written together or not at all.
@@ -119,16 +115,14 @@ def batch_arguments(events: Sequence[Any], rows: Iterable[DeliveryRow]) -> list[
          e.provider_message_id)
         for e in events
     ]
-    deliveries = []
-    for row in rows:
-        values = dict(zip(_DELIVERY_COLUMNS, astuple(row)))
-        for column in _TIME_COLUMNS:
-            values[column] = _time(values[column])
-        deliveries.append((
-            values["notification_id"], values["channel"], values["status"], values["attempts"],
-            values["at"], values["reason"], values["last_error"], values["provider_message_id"],
-            values["queued_at"], values["sent_at"], values["delivered_at"], values["read_at"],
-        ))
+    # Attribute by attribute: dataclasses.astuple deep-copies every field (2.8 % of the
+    # worker's CPU in the issue 7 profile).
+    deliveries = [
+        (row.notification_id, row.channel, row.status, row.attempts, _time(row.at), row.reason,
+         row.last_error, row.provider_message_id, _time(row.queued_at), _time(row.sent_at),
+         _time(row.delivered_at), _time(row.read_at))
+        for row in rows
+    ]
     return (
         _columns(list(notifications.values()), 8) + _columns(audit, 8) + _columns(deliveries, 12)
     )
