@@ -1,6 +1,6 @@
 """The ``faust.Table`` every herald table is: one store read per lookup, writes sent by herald.
 
-Three per-record costs of Faust's table showed in the issue 7 profile:
+Per-record costs of Faust's table that showed in the issue 7 profile:
 
 - ``table.get(key)`` asks the store twice (``key in store``, then
   ``store[key]``: two RocksDB reads) and counts the read for Faust's
@@ -9,6 +9,10 @@ Three per-record costs of Faust's table showed in the issue 7 profile:
   says what that costs). A table given a :attr:`HeraldTable.writer` encodes
   the value once, puts the bytes in the store and queues them for the
   changelog partition of the current event, as Faust does.
+- Reads and writes in an event go straight to the event's partition
+  database, as Faust's do, without the key index Faust keeps beside them
+  (a locked LRU cache, only a shortcut for lookups made outside an event,
+  which search every partition without it).
 - Each changelog write, once Kafka acknowledged it, wrote its offset to the
   partition's RocksDB database (Faust's "persisted offset": where a restart
   resumes reading the changelog). Here the newest offset per partition is
@@ -30,8 +34,8 @@ import asyncio
 from typing import Any
 
 import faust
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import current_event
-from faust.stores.base import SerializedStore
 from faust.types import TP
 from faust.types.tuples import FutureMessage
 from mode import Service
@@ -61,8 +65,20 @@ class HeraldTable(faust.Table):
 
     def get(self, key: Any, default: Any = None) -> Any:
         """The value of ``key``, or ``default``: one read of the store."""
-        value = self.data.get(key)
+        store = self.data
+        event = current_event()
+        if event is not None and isinstance(store, RocksDBStore):
+            raw = store._db_for_partition(event.message.partition).get(  # noqa: SLF001
+                self._key_bytes(store, key))
+            value = None if raw is None else store._decode_value(raw)  # noqa: SLF001
+        else:
+            value = store.get(key)
         return default if value is None else value
+
+    def _key_bytes(self, store: Any, key: Any) -> bytes:
+        if type(key) is str and self.key_serializer == "raw":
+            return key.encode()
+        return bytes(store._encode_key(key))  # noqa: SLF001 - the store's own codec
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if self.writer is None:
@@ -83,18 +99,19 @@ class HeraldTable(faust.Table):
         if event is None:
             raise TypeError("Cannot modify table key from outside of stream iteration")
         store = self.data
-        key_bytes = store._encode_key(key)  # noqa: SLF001 - the store's own codec
+        partition = event.message.partition
+        key_bytes = self._key_bytes(store, key)
         value_bytes = None if value is None else store._encode_value(value)  # noqa: SLF001
-        if isinstance(store, SerializedStore):  # RocksDB: the bytes just encoded
+        if isinstance(store, RocksDBStore):  # the bytes just encoded
             if value_bytes is None:
-                store._del(key_bytes)  # noqa: SLF001
+                store._del(key_bytes)  # noqa: SLF001 - from whichever partition holds it
             else:
-                store._set(key_bytes, value_bytes)  # noqa: SLF001
+                store._db_for_partition(partition).put(key_bytes, value_bytes)  # noqa: SLF001
         elif value is None:
             store.pop(key, None)
         else:
             store[key] = value
-        self.writer.add(self, event.message.partition, key_bytes, value_bytes)
+        self.writer.add(self, partition, key_bytes, value_bytes)
 
     def sent(self, partition: int, acknowledged: asyncio.Future[Any]) -> None:
         """A write to ``partition`` of the changelog was handed to the producer."""
