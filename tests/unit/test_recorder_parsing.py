@@ -31,3 +31,20 @@ def test_a_status_event_is_read_with_unknown_fields_ignored() -> None:
 def test_a_bad_status_event_is_refused_with_the_reason(raw: bytes, says: str) -> None:
     with pytest.raises(Exception, match=says):
         parse_event(raw)
+
+
+def test_the_recorders_event_has_the_fields_of_the_public_status_event() -> None:
+    from dataclasses import fields
+
+    from agents.recorder import StatusEvent
+    from schemas.records import DeliveryEvent
+
+    assert [field.name for field in fields(StatusEvent)] == list(DeliveryEvent._options.fields)
+
+
+def test_absent_and_null_optional_fields_take_their_defaults() -> None:
+    event = parse_event(json.dumps({**GOOD, "attempts": None, "reason": None}).encode())
+    assert (event.attempts, event.reason, event.notification) == (0, None, None)
+    bare = parse_event(json.dumps({key: GOOD[key] for key in
+                                   ("notification_id", "channel", "status", "at")}).encode())
+    assert (bare.attempts, bare.user_id, bare.provider_message_id) == (0, None, None)
