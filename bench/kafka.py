@@ -78,10 +78,6 @@ async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartit
         await consumer.stop()
 
 
-async def total(bootstrap: str, topics: Iterable[str]) -> int:
-    return sum((await end_offsets(bootstrap, topics)).values())
-
-
 class Stalled(RuntimeError):
     """A topic stopped growing before reaching the count waited for."""
 
@@ -110,6 +106,39 @@ async def wait_for_count(bootstrap: str, topics: list[str], target: int, *,
             if now - last_change > stall_seconds or not alive():
                 raise Stalled(f"{'+'.join(topics)} stalled at {count} of {target} records")
             await asyncio.sleep(interval)
+    finally:
+        await consumer.stop()
+
+
+async def wait_for_keys(bootstrap: str, start: dict[TopicPartition, int], keys: Iterable[bytes],
+                        *, stall_seconds: float = 60.0,
+                        alive: Callable[[], bool] = lambda: True) -> float:
+    """Read from ``start`` until every one of ``keys`` was written; return when (monotonic).
+
+    A count of records is not enough where a rebalance makes a worker handle
+    some input twice (at least once): the copies fill the count while other
+    keys are still to come. Raises :class:`Stalled` when no new key came for
+    ``stall_seconds`` or ``alive()`` turns false.
+    """
+    missing = set(keys)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    await consumer.start()
+    try:
+        consumer.assign(list(start))
+        for tp, offset in start.items():
+            consumer.seek(tp, offset)
+        last_change = time.monotonic()
+        while missing:
+            batches = await consumer.getmany(timeout_ms=250, max_records=20000)
+            before = len(missing)
+            missing.difference_update(record.key for part in batches.values() for record in part)
+            now = time.monotonic()
+            if len(missing) != before:
+                last_change = now
+            elif now - last_change > stall_seconds or not alive():
+                raise Stalled(f"{len(missing)} keys not written yet")
+        return time.monotonic()
     finally:
         await consumer.stop()
 
