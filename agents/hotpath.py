@@ -37,7 +37,8 @@ from agents import delivery, intake, router
 from agents.emitters import dead_letter, drain_changelog, guarded
 from app import metrics
 from app.context import Herald
-from app.offsets import commit_or_skip, committed_offsets, consumer_lag, hot_path_group
+from app.offsets import (commit_or_skip, committed_offsets, consumer_lag, hot_path_group,
+                         own_consumer)
 from app.topics import USER_UPDATES
 from schemas.records import Delivery, Notification
 
@@ -102,10 +103,7 @@ class Loop:
 
     async def start(self) -> None:
         settings = self.herald.settings
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, group_id=hot_path_group(settings.app_id),
-            client_id=f"{settings.app_id}-{self.name}-{settings.gateway_node}",
-            enable_auto_commit=False, auto_offset_reset="earliest")
+        self.consumer = own_consumer(settings, hot_path_group(settings.app_id), self.name)
         await self.consumer.start()
 
     async def stop(self) -> None:

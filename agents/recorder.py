@@ -33,7 +33,7 @@ from mode import Service
 from agents.emitters import dead_letter
 from app import logs, metrics
 from app.context import Herald
-from app.offsets import commit_or_skip, committed_offsets, consumer_lag
+from app.offsets import commit_or_skip, committed_offsets, consumer_lag, own_consumer
 from app.topics import DELIVERY_EVENTS
 from rules.backoff import backoff_delay
 from rules.statuses import STATUS_RANK, fold_events
@@ -80,10 +80,7 @@ class Recorder(Service):
 
     async def on_start(self) -> None:
         settings = self.herald.settings
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, group_id=group_id(settings.app_id),
-            client_id=f"{settings.app_id}-recorder-{settings.gateway_node}",
-            enable_auto_commit=False, auto_offset_reset="earliest")
+        self.consumer = own_consumer(settings, group_id(settings.app_id), "recorder")
         await self.consumer.start()
         started = await committed_offsets(settings.kafka_bootstrap, settings.app_id,
                                           [DELIVERY_EVENTS])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -20,6 +20,9 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndTimestamp
 
 from app.topics import NOTIFICATIONS, PRESENCE, USER_UPDATES, hot_topic_names
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 logger = logging.getLogger("herald.offsets")
 
@@ -110,6 +113,18 @@ async def reset_to_time(bootstrap: str, group_id: str, topics: Iterable[str], ti
         return moves
     finally:
         await consumer.stop()
+
+
+def own_consumer(settings: Settings, group_id: str, name: str) -> AIOKafkaConsumer:
+    """A consumer of the worker's own (the hot loops', the recorder's) in ``group_id``.
+
+    It commits by hand (:func:`commit_or_skip`, after the batch is handled)
+    and starts a partition its group never committed at the earliest offset.
+    """
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=group_id,
+        client_id=f"{settings.app_id}-{name}-{settings.gateway_node}",
+        enable_auto_commit=False, auto_offset_reset="earliest")
 
 
 def consumer_lag(consumer: AIOKafkaConsumer,

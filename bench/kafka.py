@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+
+#: A consumer reading back in bulk.
+BIG_FETCHES = {"max_partition_fetch_bytes": 4 * 1024 * 1024}
 
 #: A producer tuned for bulk loading (batches, not latency).
 BULK = {"acks": "all", "linger_ms": 20, "max_batch_size": 256 * 1024,
@@ -121,13 +125,7 @@ async def wait_for_keys(bootstrap: str, start: dict[TopicPartition, int], keys: 
     ``stall_seconds`` or ``alive()`` turns false.
     """
     missing = set(keys)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                max_partition_fetch_bytes=4 * 1024 * 1024)
-    await consumer.start()
-    try:
-        consumer.assign(list(start))
-        for tp, offset in start.items():
-            consumer.seek(tp, offset)
+    async with reading(bootstrap, start, **BIG_FETCHES) as consumer:
         last_change = time.monotonic()
         while missing:
             batches = await consumer.getmany(timeout_ms=250, max_records=20000)
@@ -139,6 +137,19 @@ async def wait_for_keys(bootstrap: str, start: dict[TopicPartition, int], keys: 
             elif now - last_change > stall_seconds or not alive():
                 raise Stalled(f"{len(missing)} keys not written yet")
         return time.monotonic()
+
+
+@contextlib.asynccontextmanager
+async def reading(bootstrap: str, start: dict[TopicPartition, int],
+                  **options: Any) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer assigned the partitions of ``start``, each at its offset; stopped after."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **options)
+    await consumer.start()
+    try:
+        consumer.assign(list(start))
+        for tp, offset in start.items():
+            consumer.seek(tp, offset)
+        yield consumer
     finally:
         await consumer.stop()
 
@@ -172,14 +183,9 @@ async def read_range(bootstrap: str, start: dict[TopicPartition, int],
     wanted = {tp: end for tp, end in stop.items() if end > start.get(tp, 0)}
     if not wanted:
         return tally
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                max_partition_fetch_bytes=4 * 1024 * 1024)
-    await consumer.start()
-    started = time.monotonic()
-    try:
-        consumer.assign(list(wanted))
-        for tp in wanted:
-            consumer.seek(tp, start.get(tp, 0))
+    async with reading(bootstrap, {tp: start.get(tp, 0) for tp in wanted},
+                       **BIG_FETCHES) as consumer:
+        started = time.monotonic()
         while wanted:
             batches = await consumer.getmany(*wanted, timeout_ms=1000, max_records=20000)
             for tp, records in batches.items():
@@ -190,5 +196,3 @@ async def read_range(bootstrap: str, start: dict[TopicPartition, int],
                     wanted.pop(tp, None)
         tally.seconds = time.monotonic() - started
         return tally
-    finally:
-        await consumer.stop()

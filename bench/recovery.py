@@ -15,8 +15,6 @@ import random
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from aiokafka import AIOKafkaConsumer
-
 from bench import kafka
 from bench.processes import Stack, Worker
 from bench.throughput import DELIVERY_EVENTS
@@ -41,21 +39,14 @@ async def _probe(bootstrap: str, worker: Worker, user_id: str, probe_id: str) ->
     await kafka.produce_all(bootstrap, "notifications", [(user_id.encode(), json.dumps({
         "id": probe_id, "user_id": user_id, "title": "Probe", "body": "Routing again?",
         "channels": ["email"], "created_at": now_iso()}).encode())])
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(list(start))
-        for tp, offset in start.items():
-            consumer.seek(tp, offset)
-        marker = probe_id.encode()
+    marker = probe_id.encode()
+    async with kafka.reading(bootstrap, start) as consumer:
         while worker.alive():
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for r in records:
                     if marker in r.value and b'"SENT"' in r.value:
                         return r.timestamp / 1000 - worker.started_wall
-        raise RuntimeError(f"worker exited before the probe was sent; see {worker.log}")
-    finally:
-        await consumer.stop()
+    raise RuntimeError(f"worker exited before the probe was sent; see {worker.log}")
 
 
 def _attempt(bootstrap: str, worker: Worker, user_id: str, probe_id: str) -> dict[str, Any]:

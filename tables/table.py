@@ -15,14 +15,15 @@ Per-record costs of Faust's table that showed in the issue 7 profile:
   which search every partition without it).
 - Each changelog write, once Kafka acknowledged it, wrote its offset to the
   partition's RocksDB database (Faust's "persisted offset": where a restart
-  resumes reading the changelog). Here the newest offset per partition is
-  kept in memory and written every :data:`PERSIST_SECONDS`, before a
-  rebalance and at stop. A crash can leave the saved offset up to that long
+  resumes reading the changelog). Here the writer hands each table the
+  future of every send (:meth:`HeraldTable.sent`); the newest per partition
+  is kept, and its offset written once acknowledged, every
+  :data:`PERSIST_SECONDS`, before a rebalance and at stop. A crash can leave the saved offset up to that long
   behind, so a restart re-reads a little more of the changelog: each record
   re-applied sets the value it already has, and the newest record of a key
   wins, so the table ends the same.
 
-Under ``exactly_once`` Faust's own bookkeeping is kept as it is.
+Under ``exactly_once`` (no writer) Faust's own writes and bookkeeping are kept as they are.
 
 After a rebalance, and before Faust's recovery, the table's active changelog
 partitions are read straight into the store (:mod:`tables.restore`).
@@ -37,7 +38,6 @@ import faust
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import current_event
 from faust.types import TP
-from faust.types.tuples import FutureMessage
 from mode import Service
 
 from tables.changelog import ChangelogWriter
@@ -59,7 +59,6 @@ class HeraldTable(faust.Table):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._unpersisted: dict[TP, int] = {}
         #: The newest changelog send per partition, until it is acknowledged and persisted.
         self._newest: dict[int, asyncio.Future[Any]] = {}
 
@@ -117,27 +116,15 @@ class HeraldTable(faust.Table):
         """A write to ``partition`` of the changelog was handed to the producer."""
         self._newest[partition] = acknowledged
 
-    def _on_changelog_sent(self, fut: FutureMessage) -> None:
-        if self.app.in_transaction:
-            super()._on_changelog_sent(fut)
-            return
-        sent = fut.result()
-        tp = sent.topic_partition
-        if sent.offset > self._unpersisted.get(tp, -1):
-            self._unpersisted[tp] = sent.offset
-
     def persist_offsets(self) -> None:
         """Write the newest acknowledged changelog offset of each partition to the store."""
-        pending, self._unpersisted = self._unpersisted, {}
         for partition, acknowledged in list(self._newest.items()):
             if not acknowledged.done():
                 continue  # an older offset may be persisted later; behind is safe
             del self._newest[partition]
             if not acknowledged.cancelled() and acknowledged.exception() is None:
                 sent = acknowledged.result()
-                pending[TP(sent.topic, sent.partition)] = sent.offset
-        for tp, offset in pending.items():
-            self.data.set_persisted_offset(tp, offset)
+                self.data.set_persisted_offset(TP(sent.topic, sent.partition), sent.offset)
 
     @Service.timer(PERSIST_SECONDS)
     async def _persist_offsets_now_and_then(self) -> None:

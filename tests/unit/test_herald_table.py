@@ -34,9 +34,10 @@ class CountingStore(dict):
 
 
 def acked(tp: TP, offset: int) -> SimpleNamespace:
-    """A changelog write's future as Faust hands it to the callback, once acknowledged."""
-    metadata = SimpleNamespace(topic_partition=tp, offset=offset)
-    return SimpleNamespace(result=lambda: metadata)
+    """A changelog send's future as the writer hands it to the table, acknowledged."""
+    metadata = SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=offset)
+    return SimpleNamespace(done=lambda: True, cancelled=lambda: False, exception=lambda: None,
+                           result=lambda: metadata)
 
 
 def with_store(table: HeraldTable) -> CountingStore:
@@ -59,8 +60,8 @@ def test_offsets_are_kept_until_persisted_then_the_newest_per_partition_is_writt
     table = declare()
     store = with_store(table)
     first, second = TP("t-rate-changelog", 0), TP("t-rate-changelog", 1)
-    for tp, offset in ((first, 4), (first, 9), (second, 2), (first, 7)):
-        table._on_changelog_sent(acked(tp, offset))  # noqa: SLF001 - Faust's callback
+    for tp, offset in ((first, 4), (first, 7), (second, 2), (first, 9)):
+        table.sent(tp.partition, acked(tp, offset))
     assert store.offsets == []
     table.persist_offsets()
     assert sorted(store.offsets) == [(first, 9), (second, 2)]
@@ -78,7 +79,7 @@ def test_a_rebalance_persists_the_offsets_before_the_store_lets_partitions_go() 
 
     store.on_rebalance = store_rebalance  # type: ignore[attr-defined]
     tp = TP("t-rate-changelog", 1)
-    table._on_changelog_sent(acked(tp, 41))  # noqa: SLF001
+    table.sent(tp.partition, acked(tp, 41))
     asyncio.run(table.on_rebalance(set(), {tp}, set()))
     assert seen == [[(tp, 41)]]
 
