@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 from faust.types import EventT, StreamT
 
-from agents.emitters import (dead_letter, drain_changelog, emit_status, guarded, handle_batches,
+from agents.emitters import (dead_letter, drain_outbox, emit_status, guarded, handle_batches,
                              handle_each, produce)
 from app import metrics
 from app.context import Herald
@@ -92,7 +92,7 @@ async def deliver_batch(herald: Herald, sender: ChannelSender, agent: str,
         sending = [(event, key) for event, key in zip(ready, intents) if key]
         if sending:
             # The intents must be in Kafka before a provider hears of them.
-            await drain_changelog(herald)
+            await drain_outbox(herald)
             await herald.tables.sends.confirmed()
             await asyncio.gather(*(
                 guarded(herald, agent, event,

@@ -24,24 +24,29 @@ logger = logging.getLogger("herald.agents")
 MAX_DEAD_PAYLOAD_BYTES = 128 * 1024
 
 
-async def drain_changelog(herald: Herald) -> None:
-    """Hand every table write waiting for its changelog to the Kafka producer, in order.
+async def drain_outbox(herald: Herald) -> None:
+    """Hand every queued record and table write to the Kafka producer, in order.
 
-    Table writes queue in herald's changelog writer (:mod:`tables.changelog`)
-    or, under exactly-once, in Faust's changelog buffer. Faust drains its
-    buffer in one task, one record at a time, and that task waits whenever
-    one partition's batch is full: every other table write waits behind it.
-    In the issue 7 benchmark the buffer grew by about 1,000 writes a second to
-    its limit, then stalled every stream while a commit flushed it (5-10 s).
-    Agents call this after each event or batch, so writes leave as they are
-    made.
+    Produced records and table writes queue in the worker's outbox
+    (:mod:`app.outbox`) or, under exactly-once, table writes in Faust's
+    changelog buffer. Faust drains its buffer in one task, one record at a
+    time, and that task waits whenever one partition's batch is full: every
+    other table write waits behind it. In the issue 7 benchmark the buffer
+    grew by about 1,000 writes a second to its limit, then stalled every
+    stream while a commit flushed it (5-10 s). Agents call this after each
+    event or batch, so records leave as they are made.
     """
     try:
-        if herald.tables.writer is not None:
-            await herald.tables.writer.hand_over(herald.app.producer)
-        await hand_over_table_writes(herald.app)
+        await hand_over(herald)
     except Exception:  # noqa: BLE001 - the event is handled; its agent must go on
-        logger.exception("a table write could not be handed to the Kafka producer")
+        logger.exception("records could not be handed to the Kafka producer; kept queued")
+
+
+async def hand_over(herald: Herald) -> None:
+    """:func:`drain_outbox`, raising what the producer raised (the records stay queued)."""
+    if herald.tables.outbox is not None:
+        await herald.tables.outbox.hand_over()
+    await hand_over_table_writes(herald.app)
 
 
 async def hand_over_table_writes(app: AppT) -> None:
@@ -60,19 +65,24 @@ async def produce(herald: Herald, topic: TopicT, key: str, value: Any, *,
                   headers: HeadersArg | None = None) -> None:
     """Produce ``value`` (a record, or bytes as they are) keyed by ``key`` onto ``topic``.
 
-    The record goes straight to the Kafka producer, encoded as Faust encodes
-    it: in the issue 7 profile, Faust's per-send machinery (a future message,
-    codecs, sensors, callbacks) cost more than the send itself. Under
-    exactly-once, Faust's own send keeps the record in the transaction.
+    The record, encoded as Faust encodes it, queues in the worker's outbox
+    (:mod:`app.outbox`), which hands it to the Kafka producer in a batch with
+    the others of its partition: in the issue 7 profile, Faust's per-send
+    machinery (a future message, codecs, sensors, callbacks) cost more than
+    the send itself. Under exactly-once, Faust's own send keeps the record in
+    the transaction.
     """
-    if herald.settings.processing_guarantee == "exactly_once":
+    outbox = herald.tables.outbox
+    if outbox is None:
         await topic.send(key=key, value=value, partition=partition, timestamp=timestamp,
                          headers=headers)
         return
-    name = topic.get_topic_name()
     data = value if isinstance(value, bytes) else faust_json.dumps(value)
-    await herald.app.producer.send(name, key.encode(), data, partition, timestamp, headers)
-    metrics.produced(name)
+    if isinstance(headers, Mapping):
+        headers = list(headers.items())
+    outbox.add(topic.get_topic_name(), partition, key.encode(), data,
+               timestamp_ms=int(timestamp * 1000) if timestamp else None,
+               headers=headers or None)
 
 
 def notification_columns(notification: Notification) -> dict[str, Any]:
@@ -161,7 +171,7 @@ async def handle_each(herald: Herald, stream: StreamT, handle: Callable[[EventT]
     async for event in stream.events():
         metrics.event_in(agent)
         await guarded(herald, agent, event, handle, failure_reason)
-        await drain_changelog(herald)
+        await drain_outbox(herald)
 
 
 async def handle_batches(herald: Herald, stream: StreamT,

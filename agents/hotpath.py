@@ -18,6 +18,13 @@ own (``<app id>-hotpath``, never joined: simple commits) once everything a
 batch produced is acknowledged: at least once, as with Faust. A partition
 that group never committed starts where Faust's group left it, so switching
 neither skips nor repeats records.
+
+What a batch produces leaves through the worker's outbox (:mod:`app.outbox`),
+handed over once the batch is handled. If Kafka refuses the hand-over, the
+batch is read again; if a batch of the outbox is not acknowledged (Kafka
+away for longer than the producer's request timeout), no later offset is
+committed and the loop reads again from its last commit: the records
+produced since may be lost, the records read since are not.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from faust.types import TP
 from mode import Service
 
 from agents import delivery, intake, router
-from agents.emitters import dead_letter, drain_changelog, guarded
+from agents.emitters import dead_letter, guarded, hand_over
 from app import metrics
 from app.context import Herald
 from app.offsets import (commit_or_skip, committed_offsets, consumer_lag, hot_path_group,
@@ -98,8 +105,11 @@ class Loop:
         self.idle = asyncio.Event()
         self.idle.set()
         self.committed: dict[TopicPartition, int] = {}
-        #: The commit of the last batch handled, once its records are acknowledged.
-        self.settling: asyncio.Future[None] | None = None
+        #: The commit of the last batch handled, once its records are acknowledged:
+        #: ``False`` if it was not made.
+        self.settling: asyncio.Future[bool] | None = None
+        #: Set when produced records may be lost: read again from the last commit.
+        self.rewind = False
 
     async def start(self) -> None:
         settings = self.herald.settings
@@ -117,7 +127,7 @@ class Loop:
         assert consumer is not None
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
-        self.committed = {}
+        self.committed, self.rewind = {}, False
         for tp in tps:
             offset = await consumer.committed(tp)
             if offset is None and tp in faust_offsets:
@@ -154,6 +164,8 @@ class Loop:
                 self.idle.set()
 
     async def _once(self, consumer: AIOKafkaConsumer) -> None:
+        if self.rewind:
+            await self._rewind(consumer)
         try:
             batches = await consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=self.batch)
         except KafkaError as exc:
@@ -164,32 +176,60 @@ class Loop:
             for tp, part in batches.items():
                 consumer.seek(tp, part[0].offset)
             return
+        failures = self._failures()
         try:
             events = [event for part in batches.values() for record in part
                       if (event := await self._event(record)) is not None]
             metrics.event_in(self.name, len(events))
             await self.handle(self.name, events)
-            await drain_changelog(self.herald)
+            await hand_over(self.herald)
         except BaseException:
             for tp, part in batches.items():
                 consumer.seek(tp, part[0].offset)
             raise
         # The next batch is fetched and handled while this one's records are acknowledged.
         self.settling = asyncio.ensure_future(self._settle(
-            self.settling, {tp: part[-1].offset + 1 for tp, part in batches.items()}))
+            self.settling, failures, {tp: part[-1].offset + 1 for tp, part in batches.items()}))
 
-    async def _settle(self, previous: asyncio.Future[None] | None,
-                      offsets: dict[TopicPartition, int]) -> None:
-        """Commit ``offsets`` once everything produced so far is acknowledged, in order."""
-        if previous is not None:
-            await previous
+    def _failures(self) -> int:
+        outbox = self.herald.tables.outbox
+        return outbox.failures if outbox is not None else 0
+
+    async def _settle(self, previous: asyncio.Future[bool] | None, failures: int,
+                      offsets: dict[TopicPartition, int]) -> bool:
+        """Commit ``offsets`` once everything produced so far is acknowledged, in order.
+
+        Not if an earlier batch's commit was not made, nor if a batch of the
+        outbox failed since this one began (any loop's: which records it held
+        is not known here, so every loop it may concern reads again).
+        """
+        if previous is not None and not await previous:
+            return False
         try:
             await self.herald.app.producer.flush()
         except Exception:  # noqa: BLE001 - the producer is closing; a restart reads these again
             logger.exception("%s: records not acknowledged; offsets not committed", self.name)
-            return
+            return False
+        if self._failures() != failures:
+            logger.error("%s: Kafka did not acknowledge records produced since offsets %s; "
+                         "reading again from the last commit", self.name, offsets)
+            self.rewind = True
+            return False
         assert self.consumer is not None
         await commit_or_skip(self.consumer, offsets, self.committed, self.name)
+        return True
+
+    async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
+        """Read every partition again from the loop's last commit."""
+        if self.settling is not None:
+            await self.settling
+            self.settling = None
+        self.rewind = False
+        for tp in consumer.assignment():
+            if tp in self.committed:
+                consumer.seek(tp, self.committed[tp])
+            else:  # never committed: read from the start, as the consumer began
+                await consumer.seek_to_beginning(tp)
 
     async def _event(self, record: ConsumerRecord) -> HotEvent | None:
         message = HotMessage(record)

@@ -147,9 +147,14 @@ def recorder_retried() -> None:
     RECORDER_RETRIES.inc()
 
 
-def produced(topic: str, count: int = 1) -> None:
-    """Count records produced, labelled with the agent handling an event at the time."""
-    _child(EVENTS_OUT, logs.current("agent") or NO_AGENT, topic).inc(count)
+def produced(topic: str, count: int = 1, agent: str | None = None) -> None:
+    """Count records produced by ``agent``, by default the agent handling an event now."""
+    _child(EVENTS_OUT, agent or logs.current("agent") or NO_AGENT, topic).inc(count)
+
+
+def producing_agent() -> str:
+    """The agent handling an event now, as :func:`produced` labels it."""
+    return logs.current("agent") or NO_AGENT
 
 
 @functools.lru_cache(maxsize=4096)

@@ -1,8 +1,8 @@
 """A table whose writes can be awaited until Kafka has them.
 
 A write to a table is stored locally at once and sent to the table's
-changelog later (herald's changelog writer or Faust's buffer, then the Kafka
-producer). Where a write must be durable before something else happens (a
+changelog later (the worker's outbox, or Faust's buffer under ``exactly_once``,
+then the Kafka producer). Where a write must be durable before something else happens (a
 delivery's intent, before the provider is called),
 :meth:`ConfirmedTable.confirmed` waits for exactly those writes to be
 acknowledged (``acks=all``).
@@ -36,8 +36,8 @@ class ConfirmedTable(HeraldTable):
         self._track(fut)
         return fut
 
-    def sent(self, partition: int, acknowledged: asyncio.Future[Any]) -> None:
-        super().sent(partition, acknowledged)
+    def sent(self, partition: int, acknowledged: asyncio.Future[Any], place: int) -> None:
+        super().sent(partition, acknowledged, place)
         self._track(acknowledged)
 
     def _track(self, fut: asyncio.Future[Any]) -> None:
@@ -51,8 +51,8 @@ class ConfirmedTable(HeraldTable):
 
     async def confirmed(self) -> None:
         """Return once every write made so far is acknowledged by Kafka; raise if one failed."""
-        if self.writer is not None:  # the writes still queued get their futures
-            await self.writer.hand_over(self.app.producer)
+        if self.outbox is not None:  # the writes still queued get their futures
+            await self.outbox.hand_over()
         waiting = list(self._unconfirmed)
         if not waiting:
             return

@@ -10,7 +10,7 @@ from faust.types import TableT
 
 from app.settings import Settings
 from schemas.records import Contacts, Preferences
-from tables.changelog import ChangelogWriter
+from app.outbox import Outbox
 from tables.confirmed import ConfirmedTable
 from tables.restore import ChangelogReader
 from tables.table import HeraldTable
@@ -39,15 +39,16 @@ class Tables:
     digests: TableT
     audiences: TableT
     sends: ConfirmedTable
-    #: Every table's changelog writes waiting for the producer; ``None`` under
-    #: ``exactly_once``, where Faust sends them inside its transactions.
-    writer: ChangelogWriter | None = None
+    #: The worker's records waiting for the producer, table writes among them;
+    #: ``None`` under ``exactly_once``, where Faust sends them inside its transactions.
+    outbox: Outbox | None = None
 
     @classmethod
     def declare(cls, app: faust.App, settings: Settings) -> "Tables":
         """Declare the tables on ``app``, co-partitioned with the topics."""
         reader = app.service(ChangelogReader(settings.kafka_bootstrap))
-        writer = None if settings.processing_guarantee == "exactly_once" else ChangelogWriter()
+        outbox = (None if settings.processing_guarantee == "exactly_once"
+                  else Outbox(lambda: app.producer._ensure_producer()))  # noqa: SLF001
 
         def table(name: str, value_type: Any, help_text: str,
                   kind: type[HeraldTable] = HeraldTable) -> TableT:
@@ -62,7 +63,7 @@ class Tables:
             declared.key_serializer = "raw"
             declared.changelog_topic = declared._new_changelog_topic()  # noqa: SLF001
             declared.changelog_reader = reader
-            declared.writer = writer
+            declared.outbox = outbox
             return declared
 
         return cls(
@@ -78,7 +79,7 @@ class Tables:
             audiences=table("audiences", None, "Audience members, keyed audience\x1fuser"),
             sends=table("sends", None, "What each provider was asked and answered, per "
                         "notification and channel", kind=ConfirmedTable),
-            writer=writer,
+            outbox=outbox,
         )
 
     def by_name(self) -> dict[str, TableT]:

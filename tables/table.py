@@ -5,25 +5,27 @@ Per-record costs of Faust's table that showed in the issue 7 profile:
 - ``table.get(key)`` asks the store twice (``key in store``, then
   ``store[key]``: two RocksDB reads) and counts the read for Faust's
   sensors, which herald does not use. :meth:`HeraldTable.get` asks once.
-- A write went through Faust's changelog machinery (:mod:`tables.changelog`
-  says what that costs). A table given a :attr:`HeraldTable.writer` encodes
-  the value once, puts the bytes in the store and queues them for the
-  changelog partition of the current event, as Faust does.
+- A write went through Faust's changelog machinery: a future message, a
+  codec pass, a callback and a buffer drained one write at a time, and the
+  value encoded twice. A table given the worker's :attr:`HeraldTable.outbox`
+  (:mod:`app.outbox`) encodes the value once, puts the bytes in the store
+  and queues them for the changelog partition of the current event, as
+  Faust does.
 - Reads and writes in an event go straight to the event's partition
   database, as Faust's do, without the key index Faust keeps beside them
   (a locked LRU cache, only a shortcut for lookups made outside an event,
   which search every partition without it).
 - Each changelog write, once Kafka acknowledged it, wrote its offset to the
   partition's RocksDB database (Faust's "persisted offset": where a restart
-  resumes reading the changelog). Here the writer hands each table the
-  future of every send (:meth:`HeraldTable.sent`); the newest per partition
+  resumes reading the changelog). Here the outbox hands each table the
+  future of each batch with its writes (:meth:`HeraldTable.sent`); the newest per partition
   is kept, and its offset written once acknowledged, every
   :data:`PERSIST_SECONDS`, before a rebalance and at stop. A crash can leave the saved offset up to that long
   behind, so a restart re-reads a little more of the changelog: each record
   re-applied sets the value it already has, and the newest record of a key
   wins, so the table ends the same.
 
-Under ``exactly_once`` (no writer) Faust's own writes and bookkeeping are kept as they are.
+Under ``exactly_once`` (no outbox) Faust's own writes and bookkeeping are kept as they are.
 
 After a rebalance, and before Faust's recovery, the table's active changelog
 partitions are read straight into the store (:mod:`tables.restore`).
@@ -40,7 +42,7 @@ from faust.streams import current_event
 from faust.types import TP
 from mode import Service
 
-from tables.changelog import ChangelogWriter
+from app.outbox import Outbox
 from tables.restore import ChangelogReader
 
 #: How often the newest acknowledged changelog offsets are written to the store.
@@ -55,12 +57,13 @@ class HeraldTable(faust.Table):
     changelog_reader: ChangelogReader | None = None
     #: Queues this table's changelog writes; none under ``exactly_once`` (and in tests
     #: that build a table alone), where writes go through Faust's ``send_soon``.
-    writer: ChangelogWriter | None = None
+    outbox: Outbox | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: The newest changelog send per partition, until it is acknowledged and persisted.
-        self._newest: dict[int, asyncio.Future[Any]] = {}
+        #: The newest changelog batch per partition and this table's last write's place in
+        #: it, until it is acknowledged and persisted.
+        self._newest: dict[int, tuple[asyncio.Future[Any], int]] = {}
 
     def get(self, key: Any, default: Any = None) -> Any:
         """The value of ``key``, or ``default``: one read of the store."""
@@ -80,20 +83,20 @@ class HeraldTable(faust.Table):
         return bytes(store._encode_key(key))  # noqa: SLF001 - the store's own codec
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        if self.writer is None:
+        if self.outbox is None:
             super().__setitem__(key, value)
         else:
             self._write(key, value)
 
     def __delitem__(self, key: Any) -> None:
-        if self.writer is None:
+        if self.outbox is None:
             super().__delitem__(key)
         else:
             self._write(key, None)
 
     def _write(self, key: Any, value: Any) -> None:
         """Store ``value`` (``None``: delete ``key``) and queue it for the changelog."""
-        assert self.writer is not None
+        assert self.outbox is not None
         event = current_event()
         if event is None:
             raise TypeError("Cannot modify table key from outside of stream iteration")
@@ -110,21 +113,23 @@ class HeraldTable(faust.Table):
             store.pop(key, None)
         else:
             store[key] = value
-        self.writer.add(self, partition, key_bytes, value_bytes)
+        self.outbox.add(self.changelog_topic_name, partition, key_bytes, value_bytes, table=self)
 
-    def sent(self, partition: int, acknowledged: asyncio.Future[Any]) -> None:
-        """A write to ``partition`` of the changelog was handed to the producer."""
-        self._newest[partition] = acknowledged
+    def sent(self, partition: int, acknowledged: asyncio.Future[Any], place: int) -> None:
+        """A batch of ``partition`` of the changelog, with this table's last write at
+        ``place`` in it, was handed to the producer."""
+        self._newest[partition] = (acknowledged, place)
 
     def persist_offsets(self) -> None:
         """Write the newest acknowledged changelog offset of each partition to the store."""
-        for partition, acknowledged in list(self._newest.items()):
+        for partition, (acknowledged, place) in list(self._newest.items()):
             if not acknowledged.done():
                 continue  # an older offset may be persisted later; behind is safe
             del self._newest[partition]
             if not acknowledged.cancelled() and acknowledged.exception() is None:
-                sent = acknowledged.result()
-                self.data.set_persisted_offset(TP(sent.topic, sent.partition), sent.offset)
+                sent = acknowledged.result()  # the batch's first offset
+                self.data.set_persisted_offset(TP(sent.topic, sent.partition),
+                                               sent.offset + place)
 
     @Service.timer(PERSIST_SECONDS)
     async def _persist_offsets_now_and_then(self) -> None:

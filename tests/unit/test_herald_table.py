@@ -34,7 +34,7 @@ class CountingStore(dict):
 
 
 def acked(tp: TP, offset: int) -> SimpleNamespace:
-    """A changelog send's future as the writer hands it to the table, acknowledged."""
+    """A changelog batch's future as the outbox hands it to the table, acknowledged."""
     metadata = SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=offset)
     return SimpleNamespace(done=lambda: True, cancelled=lambda: False, exception=lambda: None,
                            result=lambda: metadata)
@@ -60,8 +60,9 @@ def test_offsets_are_kept_until_persisted_then_the_newest_per_partition_is_writt
     table = declare()
     store = with_store(table)
     first, second = TP("t-rate-changelog", 0), TP("t-rate-changelog", 1)
-    for tp, offset in ((first, 4), (first, 7), (second, 2), (first, 9)):
-        table.sent(tp.partition, acked(tp, offset))
+    # Batches at offsets 4, 5, 2 and 6, with the table's last write at these places in them.
+    for tp, base, place in ((first, 4, 0), (first, 5, 2), (second, 2, 0), (first, 6, 3)):
+        table.sent(tp.partition, acked(tp, base), place)
     assert store.offsets == []
     table.persist_offsets()
     assert sorted(store.offsets) == [(first, 9), (second, 2)]
@@ -79,7 +80,7 @@ def test_a_rebalance_persists_the_offsets_before_the_store_lets_partitions_go() 
 
     store.on_rebalance = store_rebalance  # type: ignore[attr-defined]
     tp = TP("t-rate-changelog", 1)
-    table.sent(tp.partition, acked(tp, 41))
+    table.sent(tp.partition, acked(tp, 41), 0)
     asyncio.run(table.on_rebalance(set(), {tp}, set()))
     assert seen == [[(tp, 41)]]
 

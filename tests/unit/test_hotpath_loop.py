@@ -45,20 +45,64 @@ class Consumer:
         self.log.append(f"commit {offsets[TP]}")
 
 
+class Partition(Consumer):
+    """Serves the records of one partition from its position, which a seek moves."""
+
+    def __init__(self, records: list[ConsumerRecord], log: list[str]) -> None:
+        super().__init__([], log)
+        self.records, self.position = records, records[0].offset
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict:
+        await asyncio.sleep(0.015)  # a fetch takes a moment
+        start = self.position - self.records[0].offset
+        batch = self.records[start:start + max_records]
+        if not batch:
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
+        self.position = batch[-1].offset + 1
+        return {TP: batch}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        super().seek(tp, offset)
+        self.position = offset
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+
+class Outbox:
+    """The worker's outbox as a loop sees it: hand-overs, and batches Kafka did not take."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    async def hand_over(self) -> None:
+        await asyncio.sleep(0)
+
+
 class Producer:
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
+    def __init__(self, log: list[str], outbox: Outbox, failing_flushes: int = 0) -> None:
+        self.log, self.outbox, self.failing_flushes = log, outbox, failing_flushes
         self.buffer = SimpleNamespace(size=0)
 
     async def flush(self) -> None:
         await asyncio.sleep(0.02)  # Kafka takes a moment to acknowledge
+        if self.failing_flushes:
+            self.failing_flushes -= 1
+            self.outbox.failures += 1  # a batch's future failed; its flush ends later
+            await asyncio.sleep(0.02)
+            self.log.append("a batch failed")
+            return
         self.log.append("acknowledged")
 
 
-def loop_with(script: list, handle: Any, log: list[str]) -> hotpath.Loop:
-    herald = SimpleNamespace(app=SimpleNamespace(producer=Producer(log)))
+def loop_with(script: list, handle: Any, log: list[str], failing_flushes: int = 0,
+              batch: int = hotpath.FETCH_RECORDS) -> hotpath.Loop:
+    outbox = Outbox()
+    herald = SimpleNamespace(app=SimpleNamespace(producer=Producer(log, outbox, failing_flushes)),
+                             tables=SimpleNamespace(outbox=outbox))
     loop = hotpath.Loop(herald, "router-bulk", TP.topic,  # type: ignore[arg-type]
-                        decode=lambda value: value.decode(), handle=handle)
+                        decode=lambda value: value.decode(), handle=handle, batch=batch)
     loop.consumer = Consumer(script, log)  # type: ignore[assignment]
     loop.running.set()
     return loop
@@ -154,6 +198,27 @@ async def test_release_waits_for_the_batch_in_hand_and_its_commit():
     assert log == ["started", "handled", "acknowledged", "commit 11"]
     assert loop.consumer.assigned == []
     task.cancel()
+
+
+async def test_when_produced_records_may_be_lost_nothing_later_is_committed_and_all_is_read_again():
+    log: list[str] = []
+
+    async def handle(agent: str, events: list) -> None:
+        log.append(f"handled {[e.message.offset for e in events]}")
+
+    loop = loop_with([], handle, log, failing_flushes=1, batch=1)
+    loop.consumer = Partition([record(10), record(11), record(12)], log)  # type: ignore[assignment]
+    loop.committed = {TP: 10}  # where take() found the partition
+    await run_until(loop, lambda: "commit 13" in log)
+    handled = [line for line in log if line.startswith("handled")]
+    assert handled[:3] == ["handled [10]", "handled [11]", "handled [12]"]
+    # Records produced for the first batch were not all acknowledged: no batch after it is
+    # committed, even one that began after the failure; all is read again from 10.
+    assert (TP, 10) in loop.consumer.seeks
+    first_commit = next(line for line in log if line.startswith("commit"))
+    assert log.index(first_commit) > log.index("a batch failed")
+    assert log.index(first_commit) > log.index("handled [10]", 1)
+    assert [line for line in log if line.startswith("commit")][-1] == "commit 13"
 
 
 def _no_wait(sleep: Any) -> Any:

@@ -8,22 +8,15 @@ from types import SimpleNamespace
 from faust.utils import json as faust_json
 
 from agents.emitters import emit_status
+from app.outbox import Outbox
 from schemas.records import DeliveryEvent, Notification
-
-
-class Producer:
-    def __init__(self) -> None:
-        self.sent: list[tuple] = []
-
-    async def send(self, topic, key, value, partition, timestamp, headers):  # noqa: ANN001, ANN201
-        self.sent.append((topic, key, value))
 
 
 def fake_herald() -> SimpleNamespace:
     topic = SimpleNamespace(get_topic_name=lambda: "delivery-events")
     return SimpleNamespace(settings=SimpleNamespace(processing_guarantee="at_least_once"),
                            topics=SimpleNamespace(delivery_events=topic),
-                           app=SimpleNamespace(producer=Producer()))
+                           tables=SimpleNamespace(outbox=Outbox(lambda: None)))
 
 
 def test_a_status_event_is_encoded_as_its_record_would_be() -> None:
@@ -33,7 +26,7 @@ def test_a_status_event_is_encoded_as_its_record_would_be() -> None:
                      data={"x": 1})
     asyncio.run(emit_status(herald, "n-1", "push", "QUEUED", user_id="u-1", reason="r",
                             attempts=2, provider_message_id="m-1", notification=n))
-    [(topic, key, value)] = herald.app.producer.sent
+    [(topic, partition, key, value, *_)] = herald.tables.outbox.pending
     sent = faust_json.loads(value)
     record = DeliveryEvent(
         notification_id="n-1", channel="push", status="QUEUED", at=sent["at"], user_id="u-1",
@@ -41,5 +34,5 @@ def test_a_status_event_is_encoded_as_its_record_would_be() -> None:
         notification={"id": "n-1", "user_id": "u-1", "category": "news", "priority": "high",
                       "title": "T", "body": "B", "data": {"x": 1},
                       "created_at": "2026-11-21T10:00:00+00:00"})
-    assert (topic, key) == ("delivery-events", b"n-1")
+    assert (topic, partition, key) == ("delivery-events", None, b"n-1")  # partitioned by key
     assert value == faust_json.dumps(record)

@@ -1,11 +1,11 @@
-"""drain_changelog: table writes leave Faust's buffer in order, and a failure stops no agent."""
+"""drain_outbox: under exactly_once table writes leave Faust's buffer in order, and a failure stops no agent."""
 
 from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
 
-from agents.emitters import drain_changelog
+from agents.emitters import drain_outbox
 
 
 class Buffer:
@@ -31,13 +31,13 @@ class Buffer:
 
 def herald_with(buffer: Buffer) -> SimpleNamespace:
     return SimpleNamespace(app=SimpleNamespace(producer=SimpleNamespace(buffer=buffer)),
-                           tables=SimpleNamespace(writer=None))
+                           tables=SimpleNamespace(outbox=None))
 
 
 def test_every_waiting_write_is_sent_in_order() -> None:
     async def scenario() -> Buffer:
         buffer = Buffer(["rate u-1", "dedup u-1", "sends u-1 sending"])
-        await drain_changelog(herald_with(buffer))
+        await drain_outbox(herald_with(buffer))
         return buffer
 
     buffer = asyncio.run(scenario())
@@ -47,7 +47,7 @@ def test_every_waiting_write_is_sent_in_order() -> None:
 def test_a_failed_send_is_logged_not_raised(caplog) -> None:
     async def scenario() -> Buffer:
         buffer = Buffer(["a", "b", "c"], fail_on="b")
-        await drain_changelog(herald_with(buffer))
+        await drain_outbox(herald_with(buffer))
         return buffer
 
     buffer = asyncio.run(scenario())
