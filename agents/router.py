@@ -97,13 +97,14 @@ async def route(herald: Herald, event: EventT) -> None:
                         [chosen.channel], f"rate limited: deferred {limited.retry_after:.1f}s ({n.category} policy)")
             continue
         text = rendered[chosen.channel]
-        delivery = Delivery(
-            notification_id=n.id, user_id=n.user_id, channel=chosen.channel,
-            address=chosen.address, title=text.title, body=text.body, html=text.html,
-            category=n.category, priority=n.priority, created_at=n.created_at, data=n.data,
-            fallback=n.fallback, lane=n.lane, notification=n.asdict(),
-            push_tokens=contacts.push_tokens if contacts and chosen.channel == "push" else [],
-        )
+        delivery = Delivery.from_values({
+            "notification_id": n.id, "user_id": n.user_id, "channel": chosen.channel,
+            "address": chosen.address, "title": text.title, "body": text.body,
+            "html": text.html, "category": n.category, "priority": n.priority,
+            "created_at": n.created_at, "data": n.data, "fallback": n.fallback,
+            "lane": n.lane, "notification": n.asdict(),
+            "push_tokens": contacts.push_tokens if contacts and chosen.channel == "push" else [],
+        })
         await produce(herald, herald.topics.deliveries[chosen.channel, n.lane], n.user_id, delivery)
         await _status(herald, n, chosen.channel, "QUEUED")
     for skipped in decision.suppressed:

@@ -224,24 +224,25 @@ def parse_notification(raw: bytes | str | None) -> Notification:
     template = _text(obj, "template")
     if title is None and body is None and template is None:
         raise InvalidEvent("title/body/template: one of them is required")
-    return Notification(
-        id=_text(obj, "id") or str(uuid.uuid4()),
-        user_id=user_id,
-        category=_text(obj, "category") or "general",
-        priority=_choice(obj, "priority", PRIORITIES, "normal"),
-        created_at=_timestamp(obj, "created_at") or now_iso(),
-        title=title,
-        body=body,
-        template=template,
-        data=_data(obj, "data"),
-        locale=_text(obj, "locale"),
-        channels=_channels(obj, "channels"),
-        fallback=_channels(obj, "fallback") or [],
-        idempotency_key=_text(obj, "idempotency_key"),
-        send_at=_timestamp(obj, "send_at"),
-        expires_at=_timestamp(obj, "expires_at"),
-        audience=audience,
-    )
+    # Built from values checked here (Faust's constructor checks each again, in 8 us).
+    return Notification.from_values({
+        "id": _text(obj, "id") or str(uuid.uuid4()),
+        "user_id": user_id,
+        "category": _text(obj, "category") or "general",
+        "priority": _choice(obj, "priority", PRIORITIES, "normal"),
+        "created_at": _timestamp(obj, "created_at") or now_iso(),
+        "title": title,
+        "body": body,
+        "template": template,
+        "data": _data(obj, "data"),
+        "locale": _text(obj, "locale"),
+        "channels": _channels(obj, "channels"),
+        "fallback": _channels(obj, "fallback") or [],
+        "idempotency_key": _text(obj, "idempotency_key"),
+        "send_at": _timestamp(obj, "send_at"),
+        "expires_at": _timestamp(obj, "expires_at"),
+        "audience": audience,
+    })
 
 
 def _push_token(value: Any) -> PushToken:
