@@ -339,11 +339,11 @@ def register(herald: Herald) -> None:
     topics = herald.topics
     loops = [Loop(herald, "intake", topics.notifications.get_topic_name(), decode=lambda v: v,
                   handle=each(herald, lambda e: intake.admit(herald, e), "intake error"))]
-    loops += [Loop(herald, f"router-{lane}", topic.get_topic_name(), decode=Notification.loads,
+    loops += [Loop(herald, f"router-{lane}", topic.get_topic_name(), decode=Notification.decode,
                    handle=each(herald, lambda e: router.route(herald, e), "router error"))
               for lane, topic in topics.lanes.items()]
     loops += [Loop(herald, f"deliver-{channel}-{lane}", topic.get_topic_name(),
-                   decode=Delivery.loads, batch=herald.settings.delivery_batch,
+                   decode=Delivery.decode, batch=herald.settings.delivery_batch,
                    handle=partial(delivery.deliver_batch, herald, herald.senders[channel]))
               for (channel, lane), topic in topics.deliveries.items()]
     hot = HotPath(herald, loops)
