@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
@@ -37,6 +36,7 @@ from app.offsets import commit_or_skip, committed_offsets, consumer_lag, own_con
 from app.topics import DELIVERY_EVENTS
 from rules.backoff import backoff_delay
 from rules.statuses import STATUS_RANK, fold_events
+from schemas.records import DeliveryEvent
 
 logger = logging.getLogger("herald.agents.recorder")
 
@@ -146,51 +146,25 @@ class Recorder(Service):
         return consumer_lag(self.consumer, self.committed) if self.consumer else {}
 
 
-@dataclass(frozen=True, slots=True)
-class StatusEvent:
-    """A ``delivery-events`` record as the recorder reads it (``schemas.records.DeliveryEvent``).
-
-    A plain class, with the same fields: parsing an event into the Faust
-    record took 10.6 µs, into this one 5.6 µs (2.9 events per notification).
-    """
-
-    notification_id: str
-    channel: str
-    status: str
-    at: str
-    user_id: str | None = None
-    reason: str | None = None
-    error: str | None = None
-    attempts: int = 0
-    provider_message_id: str | None = None
-    notification: dict[str, Any] | None = None
-
-
-_REQUIRED = ("notification_id", "channel", "status", "at")
-_OPTIONAL = tuple(field.name for field in fields(StatusEvent) if field.name not in _REQUIRED)
-
-
-def parse_event(value: bytes | None) -> StatusEvent:
+def parse_event(value: bytes | None) -> DeliveryEvent:
     """One ``delivery-events`` record; raises on anything but a JSON status event."""
     data = orjson.loads(value or b"")
     if not isinstance(data, dict):
         raise ValueError(f"a status event is a JSON object, not {type(data).__name__}")
-    missing = [name for name in _REQUIRED if name not in data]
-    if missing:
-        raise ValueError(f"missing {', '.join(missing)}")
-    for name in _REQUIRED:
-        if not isinstance(data[name], str):
-            raise ValueError(f"{name} must be a string")
-    # Checked here so that one bad event cannot fail the batch it came in.
-    if data["status"] not in STATUS_RANK:
-        raise ValueError(f"unknown status {data['status']!r}")
     attempts = data.get("attempts")
     if attempts is not None and type(attempts) is not int:
         raise ValueError("attempts must be an integer")
-    datetime.fromisoformat(data["at"])
-    optional = {name: data[name] for name in _OPTIONAL if data.get(name) is not None}
-    return StatusEvent(data["notification_id"], data["channel"], data["status"], data["at"],
-                       **optional)
+    # Without Faust's per-field pass (10.6 -> about 5 us per event, 2.9 per notification);
+    # raises on a missing field.
+    event = DeliveryEvent.from_values(data)
+    for name in ("notification_id", "channel", "status", "at"):
+        if not isinstance(getattr(event, name), str):
+            raise ValueError(f"{name} must be a string")
+    # Checked here so that one bad event cannot fail the batch it came in.
+    if event.status not in STATUS_RANK:
+        raise ValueError(f"unknown status {event.status!r}")
+    datetime.fromisoformat(event.at)
+    return event
 
 
 class _StartWhereTheAgentStopped(ConsumerRebalanceListener):
@@ -218,7 +192,7 @@ class _StartWhereTheAgentStopped(ConsumerRebalanceListener):
                 self.committed[tp] = committed
 
 
-def _log_recorded(values: Sequence[StatusEvent]) -> None:
+def _log_recorded(values: Sequence[DeliveryEvent]) -> None:
     """At debug level, one line per recorded status change, carrying its notification id."""
     if not logger.isEnabledFor(logging.DEBUG):
         return
@@ -227,7 +201,7 @@ def _log_recorded(values: Sequence[StatusEvent]) -> None:
             logger.debug("recorded %s on %s", value.status, value.channel)
 
 
-async def record(herald: Herald, values: Sequence[StatusEvent]) -> None:
+async def record(herald: Herald, values: Sequence[DeliveryEvent]) -> None:
     """Write one batch, retrying for as long as PostgreSQL is unavailable."""
     rows = fold_events(values)
     attempt = 0

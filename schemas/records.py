@@ -54,8 +54,9 @@ class Model(faust.Record, abstract=True, include_metadata=False, serializer="jso
         values["__evaluated_fields__"] = set()
         values.update(cls._options.defaults)
         values.update(data)
-        for name in optional & {name for name, value in data.items() if value is None}:
-            values[name] = cls._options.defaults[name]
+        for name, value in data.items():
+            if value is None and name in optional:
+                values[name] = cls._options.defaults[name]
         return record
 
 
