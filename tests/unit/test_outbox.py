@@ -16,7 +16,7 @@ from aiokafka.record.memory_records import MemoryRecords
 from faust.types import TP, Message
 
 from agents.emitters import faust_event
-from schemas.records import Contacts
+from schemas.records import Contacts, PushToken
 from app.outbox import MAX_RECORD_BYTES, Outbox
 from app.producing import partition_for
 from tables.confirmed import ConfirmedTable
@@ -126,6 +126,26 @@ def test_a_write_outside_an_event_is_refused() -> None:
     with pytest.raises(TypeError, match="outside of stream iteration"):
         table["k"] = {"state": "sent"}
     assert not table.outbox.pending and table.get("k") is None
+
+
+def test_a_record_value_read_from_rocksdb_is_the_record_the_stores_codec_builds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded: list[bytes] = []
+    decode = Contacts.decode.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(Contacts, "decode", classmethod(
+        lambda cls, raw: decoded.append(raw) or decode(cls, raw)))
+    table = declare(store="rocksdb://", datadir=tmp_path, value_type=Contacts)
+    value = Contacts(email="a@example.com", phone=None,
+                     push_tokens=[PushToken(token="t-1", platform="fcm")])
+    write(table, 1, "u-42", value)
+    with faust_event(Event(1)):  # type: ignore[arg-type]
+        read = table.get("u-42")
+        raw = table.data._db_for_partition(1).get(b"u-42")  # noqa: SLF001
+    assert decoded == [raw]  # built by the record's own decode, not the codec's field pass
+    expected = table.data._decode_value(raw)  # noqa: SLF001 - Faust's codec
+    assert type(read) is Contacts and read == expected == value
+    assert read.phone is None and read.timezone is None
+    assert isinstance(read.push_tokens[0], PushToken) and read.push_tokens[0].token == "t-1"
 
 
 @pytest.mark.parametrize("value", [{"tokens": 2.5, "at": 1.0}, Contacts(email="a@example.com")])
