@@ -124,6 +124,7 @@ def worker(loglevel: str | None) -> None:
         _fail(f"could not reach Kafka at {settings.kafka_bootstrap}: {exc}")
     if created:
         logging.getLogger("herald.app").info("created topics: %s", ", ".join(created))
+    _use_uvloop()
     herald = create_herald(settings)
     # JSON lines only: Faust's banner and spinner would break a log pipeline's parsing.
     runner = Worker(herald.app, loglevel=loglevel or settings.log_level, logging_config=config,
@@ -133,6 +134,21 @@ def worker(loglevel: str | None) -> None:
     runner.spinner = None
     _collect_garbage_less_often()
     runner.execute_from_commandline()
+
+
+def _use_uvloop() -> None:
+    """Run the worker on uvloop, where it is installed (a dependency, but not on Windows).
+
+    Issue 7: at a steady 1,000 notifications/s a task woken on asyncio's own
+    loop waited 5-7 ms for its turn, on uvloop 3-4.5 ms, and a notification's
+    created → provider latency fell by about a third. Throughput in a
+    backlog did not change.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def _collect_garbage_less_often() -> None:
