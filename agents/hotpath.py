@@ -15,7 +15,8 @@ them, and let them go when Faust revokes them, after their last batch was
 handled and committed. So a table row is still read and written only by the
 worker that owns its partition. Offsets are committed in a group of their
 own (``<app id>-hotpath``, never joined: simple commits) once everything a
-batch produced is acknowledged: at least once, as with Faust. A partition
+batch produced is acknowledged, every half second while records keep coming
+and at once when they stop: at least once, as with Faust. A partition
 that group never committed starts where Faust's group left it, so switching
 neither skips nor repeats records.
 
@@ -55,6 +56,10 @@ logger = logging.getLogger("herald.agents.hotpath")
 FETCH_RECORDS = 500
 #: How long a fetch waits for records before the loop looks at its state again.
 FETCH_WAIT_MS = 200
+#: How often a loop commits while records keep coming (seconds); an idle loop
+#: commits at once. A crash reads again what was handled since: harmless, as
+#: every hop is idempotent (dedup, ``sends``, the recorder's upserts).
+COMMIT_INTERVAL = 0.5
 
 Decode = Callable[[bytes | None], Any]
 HandleBatch = Callable[[str, Sequence["HotEvent"]], Awaitable[None]]
@@ -105,6 +110,9 @@ class Loop:
         self.idle = asyncio.Event()
         self.idle.set()
         self.committed: dict[TopicPartition, int] = {}
+        #: Offsets whose records are handled and acknowledged, not yet committed.
+        self.acknowledged: dict[TopicPartition, int] = {}
+        self.commit_due = 0.0
         #: The commit of the last batch handled, once its records are acknowledged:
         #: ``False`` if it was not made.
         self.settling: asyncio.Future[bool] | None = None
@@ -127,7 +135,7 @@ class Loop:
         assert consumer is not None
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
-        self.committed, self.rewind = {}, False
+        self.committed, self.acknowledged, self.rewind = {}, {}, False
         for tp in tps:
             offset = await consumer.committed(tp)
             if offset is None and tp in faust_offsets:
@@ -145,6 +153,7 @@ class Loop:
         if self.settling is not None:
             await self.settling
             self.settling = None
+        await self._commit()
         if self.consumer is not None:
             self.consumer.assign([])
         self.committed = {}
@@ -175,6 +184,8 @@ class Loop:
         if not batches or not self.running.is_set():
             for tp, part in batches.items():
                 consumer.seek(tp, part[0].offset)
+            if self.settling is None or self.settling.done():
+                await self._commit()  # idle: nothing acknowledged waits for the interval
             return
         failures = self._failures()
         try:
@@ -197,7 +208,8 @@ class Loop:
 
     async def _settle(self, previous: asyncio.Future[bool] | None, failures: int,
                       offsets: dict[TopicPartition, int]) -> bool:
-        """Commit ``offsets`` once everything produced so far is acknowledged, in order.
+        """Mark ``offsets`` done once everything produced so far is acknowledged, in order,
+        and commit them with the offsets before them if the interval has passed.
 
         Not if an earlier batch's commit was not made, nor if a batch of the
         outbox failed since this one began (any loop's: which records it held
@@ -215,15 +227,26 @@ class Loop:
                          "reading again from the last commit", self.name, offsets)
             self.rewind = True
             return False
-        assert self.consumer is not None
-        await commit_or_skip(self.consumer, offsets, self.committed, self.name)
+        self.acknowledged.update(offsets)
+        if asyncio.get_running_loop().time() >= self.commit_due:
+            await self._commit()
         return True
+
+    async def _commit(self) -> None:
+        """Commit the acknowledged offsets; one commit at a time, from the settling chain
+        or from the loop when no settling is under way."""
+        if not self.acknowledged or self.consumer is None:
+            return
+        offsets, self.acknowledged = self.acknowledged, {}
+        self.commit_due = asyncio.get_running_loop().time() + COMMIT_INTERVAL
+        await commit_or_skip(self.consumer, offsets, self.committed, self.name)
 
     async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
         """Read every partition again from the loop's last commit."""
         if self.settling is not None:
             await self.settling
             self.settling = None
+        await self._commit()  # acknowledged before the failure
         self.rewind = False
         for tp in consumer.assignment():
             if tp in self.committed:
@@ -241,7 +264,8 @@ class Loop:
             return None
 
     def lag(self) -> dict[TopicPartition, int]:
-        return consumer_lag(self.consumer, self.committed) if self.consumer else {}
+        done = {**self.committed, **self.acknowledged}
+        return consumer_lag(self.consumer, done) if self.consumer else {}
 
 
 class HotPath(Service):

@@ -69,6 +69,9 @@ class Partition(Consumer):
     def assignment(self) -> set[TopicPartition]:
         return set(self.assigned)
 
+    def highwater(self, tp: TopicPartition) -> int:
+        return self.records[-1].offset + 1
+
 
 class Outbox:
     """The worker's outbox as a loop sees it: hand-overs, and batches Kafka did not take."""
@@ -225,3 +228,50 @@ def _no_wait(sleep: Any) -> Any:
     async def short(seconds: float) -> None:
         await sleep(min(seconds, 0.01))
     return short
+
+
+async def test_while_records_keep_coming_commits_wait_for_the_interval_and_release_commits_the_rest(
+        monkeypatch):
+    monkeypatch.setattr(hotpath, "COMMIT_INTERVAL", 60.0)
+    log: list[str] = []
+
+    async def handle(agent: str, events: list) -> None:
+        log.append(f"handled {[e.message.offset for e in events]}")
+
+    loop = loop_with([], handle, log, batch=1)
+    records = [record(offset) for offset in range(10, 40)]  # more than the test reads
+    loop.consumer = Partition(records, log)  # type: ignore[assignment]
+    task = asyncio.create_task(loop.run(lambda: False))
+    while log.count("acknowledged") < 3:
+        await asyncio.sleep(0.005)
+    # The first batch commits at once; the next ones wait for the interval
+    assert [line for line in log if line.startswith("commit")] == ["commit 11"]
+    done = loop.acknowledged[TP]
+    assert done >= 13
+    assert loop.lag() == {TP: 40 - done}  # acknowledged records are not lag
+    await loop.release()
+    commits = [line for line in log if line.startswith("commit")]
+    assert len(commits) == 2 and int(commits[1].split()[1]) >= done
+    assert loop.acknowledged == {} and loop.consumer.assigned == []
+    task.cancel()
+
+
+async def test_an_idle_loop_commits_what_is_acknowledged_without_waiting_for_the_interval(
+        monkeypatch):
+    monkeypatch.setattr(hotpath, "COMMIT_INTERVAL", 60.0)
+    log: list[str] = []
+
+    async def handle(agent: str, events: list) -> None:
+        log.append(f"handled {[e.message.offset for e in events]}")
+
+    loop = loop_with([{TP: [record(10)]}, {TP: [record(11)]}], handle, log)
+    task = asyncio.create_task(loop.run(lambda: False))
+    # the script ends: the next fetch finds nothing, and the loop commits 12 at once
+    for _ in range(200):
+        if "commit 12" in log:
+            break
+        await asyncio.sleep(0.01)
+    assert [line for line in log if line.startswith("commit")] == ["commit 11", "commit 12"]
+    assert loop.running.is_set()  # not released: the idle fetch committed it
+    task.cancel()
+
