@@ -150,10 +150,7 @@ class Loop:
         """Stop fetching, wait for the batch in hand, and give every partition up."""
         self.running.clear()
         await self.idle.wait()
-        if self.settling is not None:
-            await self.settling
-            self.settling = None
-        await self._commit()
+        await self._settled()
         if self.consumer is not None:
             self.consumer.assign([])
         self.committed = {}
@@ -241,12 +238,16 @@ class Loop:
         self.commit_due = asyncio.get_running_loop().time() + COMMIT_INTERVAL
         await commit_or_skip(self.consumer, offsets, self.committed, self.name)
 
-    async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
-        """Read every partition again from the loop's last commit."""
+    async def _settled(self) -> None:
+        """Wait for the settling chain, then commit all it acknowledged."""
         if self.settling is not None:
             await self.settling
             self.settling = None
-        await self._commit()  # acknowledged before the failure
+        await self._commit()
+
+    async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
+        """Read every partition again from the loop's last commit."""
+        await self._settled()  # what was acknowledged before the failure is committed
         self.rewind = False
         for tp in consumer.assignment():
             if tp in self.committed:

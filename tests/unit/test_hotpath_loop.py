@@ -111,6 +111,25 @@ def loop_with(script: list, handle: Any, log: list[str], failing_flushes: int = 
     return loop
 
 
+def handled_into(log: list[str]) -> Any:
+    """A batch handler that logs the offsets it was given."""
+    async def handle(agent: str, events: list) -> None:
+        log.append(f"handled {[e.message.offset for e in events]}")
+    return handle
+
+
+def commits(log: list[str]) -> list[str]:
+    return [line for line in log if line.startswith("commit")]
+
+
+async def until(condition: Any, seconds: float = 2.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``seconds``."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
 async def run_until(loop: hotpath.Loop, done: Any) -> None:
     stop = False
     task = asyncio.create_task(loop.run(lambda: stop))
@@ -135,7 +154,7 @@ async def test_batches_are_handled_in_order_and_committed_after_their_records_ar
     handled = [line for line in log if line.startswith("router-bulk")]
     assert handled == ["router-bulk [10, 11] ['ok', 'ok']", "router-bulk [12] ['ok']"]
     # each commit follows its batch and an acknowledgement of what was produced, in order
-    assert [line for line in log if line.startswith("commit")] == ["commit 12", "commit 13"]
+    assert commits(log) == ["commit 12", "commit 13"]
     assert log.index("commit 12") > log.index(handled[0])
     assert log.index("commit 13") > log.index(handled[1])
     assert log[log.index("commit 12") - 1] == log[log.index("commit 13") - 1] == "acknowledged"
@@ -170,8 +189,7 @@ async def test_a_record_that_does_not_decode_is_dead_lettered_and_the_rest_handl
 
     monkeypatch.setattr(hotpath, "dead_letter", dead_letter)
 
-    async def handle(agent: str, events: list) -> None:
-        log.append(f"handled {[e.message.offset for e in events]}")
+    handle = handled_into(log)
 
     loop = loop_with([{TP: [record(10), record(11, b"\xff"), record(12)]}], handle, log)
     await run_until(loop, lambda: "commit 13" in log)
@@ -206,8 +224,7 @@ async def test_release_waits_for_the_batch_in_hand_and_its_commit():
 async def test_when_produced_records_may_be_lost_nothing_later_is_committed_and_all_is_read_again():
     log: list[str] = []
 
-    async def handle(agent: str, events: list) -> None:
-        log.append(f"handled {[e.message.offset for e in events]}")
+    handle = handled_into(log)
 
     loop = loop_with([], handle, log, failing_flushes=1, batch=1)
     loop.consumer = Partition([record(10), record(11), record(12)], log)  # type: ignore[assignment]
@@ -218,10 +235,10 @@ async def test_when_produced_records_may_be_lost_nothing_later_is_committed_and_
     # Records produced for the first batch were not all acknowledged: no batch after it is
     # committed, even one that began after the failure; all is read again from 10.
     assert (TP, 10) in loop.consumer.seeks
-    first_commit = next(line for line in log if line.startswith("commit"))
+    first_commit = commits(log)[0]
     assert log.index(first_commit) > log.index("a batch failed")
     assert log.index(first_commit) > log.index("handled [10]", 1)
-    assert [line for line in log if line.startswith("commit")][-1] == "commit 13"
+    assert commits(log)[-1] == "commit 13"
 
 
 def _no_wait(sleep: Any) -> Any:
@@ -235,23 +252,21 @@ async def test_while_records_keep_coming_commits_wait_for_the_interval_and_relea
     monkeypatch.setattr(hotpath, "COMMIT_INTERVAL", 60.0)
     log: list[str] = []
 
-    async def handle(agent: str, events: list) -> None:
-        log.append(f"handled {[e.message.offset for e in events]}")
+    handle = handled_into(log)
 
     loop = loop_with([], handle, log, batch=1)
     records = [record(offset) for offset in range(10, 40)]  # more than the test reads
     loop.consumer = Partition(records, log)  # type: ignore[assignment]
     task = asyncio.create_task(loop.run(lambda: False))
-    while log.count("acknowledged") < 3:
-        await asyncio.sleep(0.005)
+    await until(lambda: log.count("acknowledged") >= 3)
     # The first batch commits at once; the next ones wait for the interval
-    assert [line for line in log if line.startswith("commit")] == ["commit 11"]
+    assert commits(log) == ["commit 11"]
     done = loop.acknowledged[TP]
     assert done >= 13
     assert loop.lag() == {TP: 40 - done}  # acknowledged records are not lag
     await loop.release()
-    commits = [line for line in log if line.startswith("commit")]
-    assert len(commits) == 2 and int(commits[1].split()[1]) >= done
+    made = commits(log)
+    assert len(made) == 2 and int(made[1].split()[1]) >= done
     assert loop.acknowledged == {} and loop.consumer.assigned == []
     task.cancel()
 
@@ -261,17 +276,13 @@ async def test_an_idle_loop_commits_what_is_acknowledged_without_waiting_for_the
     monkeypatch.setattr(hotpath, "COMMIT_INTERVAL", 60.0)
     log: list[str] = []
 
-    async def handle(agent: str, events: list) -> None:
-        log.append(f"handled {[e.message.offset for e in events]}")
+    handle = handled_into(log)
 
     loop = loop_with([{TP: [record(10)]}, {TP: [record(11)]}], handle, log)
     task = asyncio.create_task(loop.run(lambda: False))
     # the script ends: the next fetch finds nothing, and the loop commits 12 at once
-    for _ in range(200):
-        if "commit 12" in log:
-            break
-        await asyncio.sleep(0.01)
-    assert [line for line in log if line.startswith("commit")] == ["commit 11", "commit 12"]
+    await until(lambda: "commit 12" in log)
+    assert commits(log) == ["commit 11", "commit 12"]
     assert loop.running.is_set()  # not released: the idle fetch committed it
     task.cancel()
 
